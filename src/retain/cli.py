@@ -1,0 +1,144 @@
+"""The `retain` command line (also `python -m retain`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from retain.errors import RetainError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retain", description="Measure and prevent forgetting in multimodal models.")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines (for CI logs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train a method (or several) through a sequence and evaluate")
+    p.add_argument("config", help="YAML preset, e.g. configs/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 methods=[ldifs]")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+
+    p = sub.add_parser("compare", help="table of finished runs, methods as rows")
+    p.add_argument("runs", nargs="+", help="run directories, or directories holding them")
+    p.add_argument("--out", default=None, help="where to write comparison.* (default: the runs' common parent)")
+
+    p = sub.add_parser("report", help="write report.html for a finished run (or a comparison for a folder of runs)")
+    p.add_argument("run")
+
+    p = sub.add_parser("zoo", help="retain's small offline foundation models")
+    zsub = p.add_subparsers(dest="zoo_command", required=True)
+    b = zsub.add_parser("build", help="build a zoo model into the cache (no-op when cached)")
+    b.add_argument("name", help="e.g. mini-clip")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    zsub.add_parser("list", help="zoo models and where they are cached")
+
+    sub.add_parser("list", help="available tasks and methods")
+
+    args = parser.parse_args(argv)
+    if args.quiet:
+        from retain.progress import set_quiet
+
+        set_quiet(True)
+    try:
+        return COMMANDS[args.command](args)
+    except RetainError as e:
+        print(f"retain: error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args) -> int:
+    from retain.config import load_config
+    from retain.report import write_comparison, write_report
+    from retain.train import run_method
+
+    cfg = load_config(args.config, args.overrides)
+    from retain.methods import create_method
+
+    for name in cfg.methods:  # fail on a bad method name before any training
+        create_method(name, cfg.method_args.get(name))
+    unknown = set(cfg.method_args) - set(cfg.methods)
+    if unknown:
+        raise RetainError(f"method_args names {sorted(unknown)}, which are not in methods {cfg.methods}.")
+    group = Path(cfg.output_dir) / cfg.name
+    runs = []
+    for name in cfg.methods:
+        run_method(cfg, name, resume=args.resume)
+        runs.append(group / name)
+    if not _is_main():
+        return 0
+    for r in runs:
+        write_report(r)
+    table = write_comparison(runs, group)
+    print(table)
+    print(f"\nreports: {', '.join(str(r / 'report.html') for r in runs)}")
+    print(f"comparison: {group / 'comparison.html'} (table in {group / 'comparison.md'})")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from retain.report import find_runs, write_comparison
+
+    runs = find_runs(args.runs)
+    out = Path(args.out) if args.out else Path(_common_parent(runs))
+    print(write_comparison(runs, out))
+    print(f"\nwritten: {out / 'comparison.md'}, {out / 'comparison.csv'}, {out / 'comparison.html'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from retain.report import find_runs, write_comparison, write_report
+
+    path = Path(args.run)
+    if (path / "results.json").exists():
+        print(write_report(path))
+    else:
+        runs = find_runs([str(path)])
+        for r in runs:
+            write_report(r)
+        write_comparison(runs, path)
+        print(path / "comparison.html")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    from retain import zoo
+
+    if args.zoo_command == "list":
+        for name in sorted(zoo.RECIPES):
+            d = zoo.model_dir(name)
+            print(f"{name}\t{'built' if (d / 'DONE').exists() else 'not built'}\t{d}")
+        return 0
+    if args.name not in zoo.RECIPES:
+        from retain.errors import suggest
+
+        raise RetainError(f"Unknown zoo model {args.name!r}.{suggest(args.name, zoo.RECIPES)} The zoo has {sorted(zoo.RECIPES)}.")
+    print(zoo.build(args.name, force=args.force))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from retain.data import list_tasks
+    from retain.methods import METHODS
+
+    print("tasks:   " + ", ".join(list_tasks()) + ", hf:<dataset id>, folder:<path>")
+    print("methods: " + ", ".join(sorted(METHODS)))
+    return 0
+
+
+def _common_parent(paths) -> str:
+    import os
+
+    return os.path.commonpath([str(p.resolve()) for p in paths]) if len(paths) > 1 else str(paths[0])
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluators: functions of (model, task) -> scores and per-item records."""

@@ -1,0 +1,84 @@
+"""Image-classification evaluators for dual encoders: zero-shot and linear probe.
+
+The linear probe follows the LDIFS protocol (Mukhoti et al., 2023): logistic regression
+on frozen, L2-normalised image features, its inverse regularisation strength chosen on
+the validation split, accuracy reported on the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from retain.data.task import ImageSplit, Task
+from retain.models.dual_encoder import DualEncoder
+
+PROBE_C_GRID = (0.1, 1.0, 10.0, 100.0)
+
+
+@torch.no_grad()
+def image_features(model: DualEncoder, split: ImageSplit, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised image embeddings of every item of `split`, (N, E), in order."""
+    was_training = model.training
+    model.eval()
+    out = [model.encode_image(model.preprocess(split.images[i:i + batch_size]))
+           for i in range(0, len(split), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).float().cpu()
+
+
+@dataclass
+class ClassificationResult:
+    accuracy: float
+    predictions: np.ndarray
+    labels: np.ndarray
+
+    def records(self, task: str, evaluator: str) -> list[dict]:
+        """Per-item records, so that every score can be audited."""
+        return [{"task": task, "evaluator": evaluator, "index": i, "label": int(y),
+                 "prediction": int(p), "correct": bool(p == y)}
+                for i, (p, y) in enumerate(zip(self.predictions, self.labels))]
+
+
+def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> ClassificationResult:
+    pred = logits.argmax(-1).cpu().numpy()
+    return ClassificationResult(float((pred == labels).mean()), pred, labels)
+
+
+def zero_shot(model: DualEncoder, task: Task, split: str = "test", limit: int | None = None,
+              head: torch.Tensor | None = None) -> ClassificationResult:
+    """Zero-shot accuracy: nearest class embedding, templates averaged.
+
+    Args:
+        head: (C, E) class embeddings to use instead of this model's own text tower
+            (concept forgetting uses the pre-trained text encoder's head).
+    """
+    data = task.split(split).subset(limit)
+    if head is None:
+        head = model.zero_shot_head(task.class_names, task.templates)
+    feats = image_features(model, data)
+    return accuracy_of(feats @ head.float().cpu().T, data.labels)
+
+
+def linear_probe(model: DualEncoder, task: Task, limit: int | None = None,
+                 c_grid: tuple[float, ...] = PROBE_C_GRID, seed: int = 0) -> ClassificationResult:
+    """Linear-probe accuracy on the test split, C chosen by validation accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    splits = {s: task.split(s).subset(limit) for s in ("train", "val", "test")}
+    feats = {s: image_features(model, d).numpy() for s, d in splits.items()}
+    best_c, best_acc = c_grid[0], -1.0
+    for c in c_grid:
+        clf = LogisticRegression(C=c, max_iter=1000, random_state=seed)
+        clf.fit(feats["train"], splits["train"].labels)
+        acc = float((clf.predict(feats["val"]) == splits["val"].labels).mean())
+        if acc > best_acc:
+            best_c, best_acc = c, acc
+    clf = LogisticRegression(C=best_c, max_iter=1000, random_state=seed)
+    clf.fit(np.concatenate([feats["train"], feats["val"]]),
+            np.concatenate([splits["train"].labels, splits["val"].labels]))
+    pred = clf.predict(feats["test"])
+    labels = splits["test"].labels
+    return ClassificationResult(float((pred == labels).mean()), pred, labels)

@@ -1,0 +1,116 @@
+"""The method interface and its registry.
+
+A method is one short class with hooks the continual trainer calls (DESIGN.md):
+`setup`, `trainable`, `before_task`, `extend_batch`, `loss`, `after_task`, and
+`state_dict`/`load_state_dict` for what it must carry across a resume. Options are a
+dataclass declared next to the method; configs name a method by its registry name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from retain.errors import RetainError, suggest
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: make `cls` available as `method: <cls.name>` in configs."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+@dataclass
+class TaskContext:
+    """What a hook may look at: the task being trained and the run around it."""
+
+    task: Any  # retain.data.Task
+    index: int  # position of the task in the sequence (0-based)
+    train: Any  # retain.data.ImageSplit actually trained on
+    model: Any  # the unwrapped ImageClassifier
+    tasks: list  # every task of the sequence
+    train_splits: list  # the training split of every task, in sequence order
+    device: torch.device
+    seed: int
+    batch_size: int
+
+
+class Method:
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    trains: ClassVar[bool] = True
+    """False for methods with no gradient steps (zero-shot, linear probe)"""
+    taps: tuple[int, ...] = ()
+    """vision blocks whose hidden states the trainer should return in outputs["taps"]"""
+
+    def __init__(self, options=None):
+        self.opts = options if options is not None else self.Options()
+
+    def setup(self, model) -> None:
+        """Called once with the unwrapped model before the first task."""
+
+    def trainable(self, model) -> list[torch.nn.Parameter]:
+        """Parameters the optimiser updates: the image tower, its projection and the heads."""
+        enc = model.encoder
+        return [*enc.vision.parameters(), *enc.visual_projection.parameters(), *model.heads.parameters()]
+
+    def before_task(self, ctx: TaskContext) -> None:
+        pass
+
+    def extend_batch(self, batch: dict, ctx: TaskContext) -> dict:
+        """Add items to a training batch (replay)."""
+        return batch
+
+    def text_inputs(self, batch: dict, ctx: TaskContext) -> dict | None:
+        """Captions the model should also encode in its forward (FLYP)."""
+        return None
+
+    def task_loss(self, batch: dict, outputs: dict, ctx: TaskContext) -> torch.Tensor:
+        from retain.models.classifier import classification_loss
+
+        return classification_loss(outputs, batch["labels"])
+
+    def loss(self, batch: dict, outputs: dict, ctx: TaskContext) -> torch.Tensor | float:
+        """Extra terms added to the task loss (regularisers)."""
+        return 0.0
+
+    def after_task(self, ctx: TaskContext) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors this method must keep across a resume (saved as safetensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+def create_method(name: str, args: dict | None = None) -> Method:
+    """Instantiate registered method `name` with options `args` (unknown ones are errors)."""
+    import retain.methods  # noqa: F401  (registers every method)
+    from retain.config import from_dict
+
+    if name not in METHODS:
+        raise RetainError(f"Unknown method {name!r}.{suggest(name, METHODS)} Available: {', '.join(sorted(METHODS))}.")
+    cls = METHODS[name]
+    return cls(from_dict(args or {}, cls.Options, prefix=f"method_args.{name}."))
+
+
+def parameter_snapshot(params) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def options_dict(method: Method) -> dict:
+    return dataclasses.asdict(method.opts)

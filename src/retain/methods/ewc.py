@@ -1,0 +1,87 @@
+"""EWC (Kirkpatrick et al., 2017): a quadratic penalty weighted by the diagonal Fisher.
+
+After task k the diagonal empirical Fisher F_k = E_x[(d log p(y|x) / d theta)^2] is
+estimated from per-item gradients on `fisher_samples` training items, and later tasks
+pay weight/2 * sum_k sum_j F_k,j (theta_j - theta*_k,j)^2 (one anchor per past task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from retain.methods.base import Method, TaskContext, register
+from retain.methods.l2sp import encoder_parameters
+
+
+@dataclass
+class EWCOptions:
+    weight: float = 100.0
+    """lambda: the penalty's weight"""
+    fisher_samples: int = 200
+    """training items whose per-item gradients estimate the Fisher"""
+
+
+def diagonal_fisher(params: list[torch.nn.Parameter], log_likelihood, items: int) -> list[torch.Tensor]:
+    """Mean over items of squared per-item gradients of `log_likelihood(i)` w.r.t. `params`."""
+    fisher = [torch.zeros_like(p) for p in params]
+    for i in range(items):
+        grads = torch.autograd.grad(log_likelihood(i), params, allow_unused=True)
+        for f, g in zip(fisher, grads):
+            if g is not None:
+                f.add_(g.detach().pow(2))
+    return [f / max(items, 1) for f in fisher]
+
+
+def ewc_penalty(params, fishers, anchors) -> torch.Tensor:
+    return sum((f * (p - a).pow(2)).sum() for p, f, a in zip(params, fishers, anchors)) / 2
+
+
+@register
+class EWC(Method):
+    name = "ewc"
+    Options = EWCOptions
+
+    def setup(self, model) -> None:
+        self.params = encoder_parameters(model)
+        self.fishers: list[list[torch.Tensor]] = []
+        self.anchors: list[list[torch.Tensor]] = []
+
+    def loss(self, batch, outputs, ctx):
+        if not self.fishers:
+            return 0.0
+        return self.opts.weight * sum(ewc_penalty(self.params, f, a) for f, a in zip(self.fishers, self.anchors))
+
+    def after_task(self, ctx: TaskContext) -> None:
+        model, split = ctx.model, ctx.train
+        n = min(self.opts.fisher_samples, len(split))
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(ctx.seed))[:n]
+        pixels = model.encoder.preprocess(split.images[order.numpy()])
+        labels = torch.as_tensor(split.labels[order.numpy()], device=pixels.device)
+        was = model.training
+        model.eval()
+
+        def log_likelihood(i: int) -> torch.Tensor:
+            logits = model.forward(pixels[i:i + 1], [ctx.task.name])["logits"][ctx.task.name]
+            return -F.cross_entropy(logits, labels[i:i + 1])
+
+        self.fishers.append(diagonal_fisher(self.params, log_likelihood, n))
+        self.anchors.append([p.detach().clone() for p in self.params])
+        model.train(was)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for k, (fs, an) in enumerate(zip(self.fishers, self.anchors)):
+            for j, (f, a) in enumerate(zip(fs, an)):
+                state[f"fisher.{k}.{j}"] = f
+                state[f"anchor.{k}.{j}"] = a
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        tasks = sorted({int(k.split(".")[1]) for k in state if k.startswith("fisher.")})
+        n = len(self.params)
+        dev = [p.device for p in self.params]
+        self.fishers = [[state[f"fisher.{k}.{j}"].to(dev[j]) for j in range(n)] for k in tasks]
+        self.anchors = [[state[f"anchor.{k}.{j}"].to(dev[j]) for j in range(n)] for k in tasks]

@@ -1,0 +1,105 @@
+"""LDIFS (Mukhoti et al., 2023, arXiv 2308.13320): keep the features where they were.
+
+Loss = CE + alpha * R with
+
+    R = mean_b (1/L) sum_l mean_{t,d} (n(phi_l(x; theta)) - n(phi_l(x; theta0)))^2
+
+phi_l the image tower's tapped hidden states (the embedding output after the
+pre-LayerNorm and evenly spaced block outputs: blocks 3, 6, 9, 12 of a 12-block ViT),
+theta0 the model at the start of the current task, n division by the L2 norm:
+`channel` (default) normalises each token's feature vector, `token` normalises each
+channel across tokens, as the reference code's dim=1 on (B, T, D) features does.
+
+Inputs are not augmented, so the frozen model's tap features are computed once per
+task for the whole training split and looked up by item index (`cache_frozen`);
+without the cache a frozen copy of the tower runs every step, as the reference does.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from retain.methods.base import Method, TaskContext, register
+
+
+@dataclass
+class LDIFSOptions:
+    alpha: float = 10.0
+    """weight of the feature-distance regulariser"""
+    taps: list = field(default_factory=list)
+    """tapped blocks (0 = embedding output); empty: embedding + 4 evenly spaced blocks"""
+    normalize: str = "channel"
+    """'channel' (over D, per token; default) or 'token' (over T, per channel; reference code)"""
+    cache_frozen: bool = True
+    """compute the frozen model's features once per task instead of every step"""
+
+
+def default_taps(num_blocks: int, count: int = 4) -> tuple[int, ...]:
+    """(0, and `count` evenly spaced blocks ending at the last): 12 blocks -> 0, 3, 6, 9, 12."""
+    return (0, *sorted({int(num_blocks * k / count + 0.5) for k in range(1, count + 1)}))
+
+
+def normalise(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Divide (B, T, D) features by their L2 norm over D ('channel') or over T ('token')."""
+    if mode == "channel":
+        return F.normalize(x, dim=-1)
+    if mode == "token":
+        return F.normalize(x, dim=1)
+    raise ValueError(f"LDIFS normalize must be 'channel' or 'token', not {mode!r}")
+
+
+def ldifs_distance(current: list[torch.Tensor], frozen: list[torch.Tensor], mode: str = "channel") -> torch.Tensor:
+    """R of the docstring above for lists of (B, T, D) tap features."""
+    per_item = torch.stack([
+        (normalise(c, mode) - normalise(f.to(c), mode)).pow(2).flatten(1).mean(1)
+        for c, f in zip(current, frozen)
+    ])  # (L, B)
+    return per_item.mean(0).mean()
+
+
+@register
+class LDIFS(Method):
+    name = "ldifs"
+    Options = LDIFSOptions
+
+    def setup(self, model) -> None:
+        normalise(torch.zeros(1, 1, 1), self.opts.normalize)  # fail early on a bad mode
+        self.taps = tuple(self.opts.taps) or default_taps(model.encoder.num_blocks)
+        bad = [t for t in self.taps if not 0 <= int(t) <= model.encoder.num_blocks]
+        if bad:
+            raise ValueError(f"LDIFS taps {bad} are outside 0..{model.encoder.num_blocks}")
+
+    def before_task(self, ctx: TaskContext) -> None:
+        enc = ctx.model.encoder
+        self.cache, self.frozen = None, None
+        if self.opts.cache_frozen:
+            self.cache = frozen_taps(enc, ctx.train.images, self.taps, ctx.batch_size)
+        else:
+            self.frozen = copy.deepcopy(enc).eval().requires_grad_(False)
+
+    def loss(self, batch, outputs, ctx) -> torch.Tensor:
+        if self.cache is not None:
+            idx = batch["index"].cpu()
+            frozen = [c[idx].to(outputs["taps"][0].device, non_blocking=True) for c in self.cache]
+        else:
+            with torch.no_grad():
+                frozen = self.frozen.image_forward(batch["pixel_values"], self.taps)[1]
+        return self.opts.alpha * ldifs_distance(outputs["taps"], frozen, self.opts.normalize)
+
+    def after_task(self, ctx: TaskContext) -> None:
+        self.cache, self.frozen = None, None
+
+
+@torch.no_grad()
+def frozen_taps(encoder, images, taps, batch_size: int) -> list[torch.Tensor]:
+    """Tap features of every image under the current weights, kept on the CPU."""
+    was = encoder.training
+    encoder.eval()
+    chunks = [encoder.image_forward(encoder.preprocess(images[i:i + batch_size]), taps)[1]
+              for i in range(0, len(images), batch_size)]
+    encoder.train(was)
+    return [torch.cat([c[k] for c in chunks]).cpu() for k in range(len(taps))]

@@ -1,0 +1,154 @@
+"""The dual-encoder (CLIP-style) model interface.
+
+One class serves every backend: Hugging Face `CLIPModel` checkpoints (any
+`openai/clip-*` id or a local folder) and retain's own mini-CLIP (a `CLIPVisionModel`
+image tower beside a sentence-transformers text tower). The rest of retain talks to
+`encode_image`, `encode_text`, `image_forward` (features plus the block outputs that
+LDIFS taps, Mukhoti et al., 2023) and `zero_shot_head`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retain.errors import RetainError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RETAIN_CONFIG = "retain_dual_encoder.json"
+
+
+class DualEncoder(nn.Module):
+    """An image tower and a text tower projected into one embedding space.
+
+    Args:
+        vision: a `CLIPVisionModel` (embeddings, pre-LayerNorm, encoder, post-LayerNorm).
+        visual_projection: linear map from the pooled image state to the embedding.
+        text: a text transformer returning `last_hidden_state` (and `pooler_output`).
+        text_projection: linear map from the pooled text state to the embedding.
+        tokenizer: the text tower's tokenizer.
+        text_pooling: "eos" (CLIP: the model's pooler output) or "mean" (masked mean,
+            sentence-transformers style).
+        logit_scale: log of the contrastive temperature's inverse.
+    """
+
+    def __init__(self, vision, visual_projection, text, text_projection, tokenizer,
+                 text_pooling: str = "eos", logit_scale: float = float(np.log(1 / 0.07)),
+                 image_mean=CLIP_MEAN, image_std=CLIP_STD):
+        super().__init__()
+        if text_pooling not in ("eos", "mean"):
+            raise RetainError(f"text_pooling must be 'eos' or 'mean', not {text_pooling!r}.")
+        self.vision = vision
+        self.visual_projection = visual_projection
+        self.text = text
+        self.text_projection = text_projection
+        self.tokenizer = tokenizer
+        self.text_pooling = text_pooling
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+
+    # ---- shapes --------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return int(self.vision.config.image_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.visual_projection.out_features)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.vision.config.num_hidden_layers)
+
+    # ---- images --------------------------------------------------------------------
+    def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, C) images -> normalised float (N, 3, S, S) at the tower's size."""
+        x = torch.as_tensor(images)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, C, H, W)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        x = x.to(self.image_mean.device)
+        return (x - self.image_mean) / self.image_std
+
+    def image_forward(self, pixel_values: torch.Tensor, taps: tuple[int, ...] = ()
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Projected (unnormalised) image features and the tapped hidden states.
+
+        Tap 0 is the embedding output after the pre-LayerNorm; tap k is the output of
+        block k (1-based), before the final LayerNorm and projection. Each tap is (B, T, D).
+        """
+        out = self.vision(pixel_values=pixel_values, output_hidden_states=bool(taps))
+        feats = self.visual_projection(out.pooler_output)
+        tapped = [out.hidden_states[k] for k in taps] if taps else []
+        return feats, tapped
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings (N, E)."""
+        return F.normalize(self.image_forward(pixel_values)[0], dim=-1)
+
+    # ---- text ----------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        max_len = min(getattr(self.tokenizer, "model_max_length", 77), 77)
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
+                             return_tensors="pt")
+        return {k: v.to(self.logit_scale.device) for k, v in enc.items()
+                if k in ("input_ids", "attention_mask")}
+
+    def text_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Projected (unnormalised) text features from token ids."""
+        out = self.text(input_ids=input_ids, attention_mask=attention_mask)
+        if self.text_pooling == "mean":
+            m = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1.0)
+        else:
+            pooled = out.pooler_output
+        return self.text_projection(pooled)
+
+    def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text embeddings (N, E)."""
+        chunks = [F.normalize(self.text_forward(**self.tokenize(texts[i:i + batch_size])), dim=-1)
+                  for i in range(0, len(texts), batch_size)]
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def zero_shot_head(self, class_names: list[str], templates: list[str]) -> torch.Tensor:
+        """(C, E) class embeddings: each class's template embeddings averaged, renormalised."""
+        prompts = [t.format(c) for c in class_names for t in templates]
+        emb = self.encode_text(prompts).view(len(class_names), len(templates), -1)
+        return F.normalize(emb.mean(1), dim=-1)
+
+    # ---- persistence ---------------------------------------------------------------
+    def save(self, directory: str | Path, spec: dict) -> None:
+        """Write weights (safetensors), the build spec and the tokenizer to `directory`."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+        self.tokenizer.save_pretrained(str(directory / "tokenizer"))
+        (directory / RETAIN_CONFIG).write_text(json.dumps(spec, indent=2, sort_keys=True))
+
+
+def build_from_spec(spec: dict) -> DualEncoder:
+    """An untrained DualEncoder with the architecture `spec` describes (mini-CLIP)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
+
+    vision = CLIPVisionModel(CLIPVisionConfig(**spec["vision"]))
+    text_cfg = AutoConfig.for_model(**spec["text_config"])
+    text = AutoModel.from_config(text_cfg, add_pooling_layer=False)
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
+    embed = int(spec["embed_dim"])
+    return DualEncoder(vision, nn.Linear(vision.config.hidden_size, embed, bias=False),
+                       text, nn.Linear(text_cfg.hidden_size, embed, bias=False), tokenizer,
+                       text_pooling=spec.get("text_pooling", "mean"))

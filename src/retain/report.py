@@ -1,0 +1,222 @@
+"""Tables and reports: the comparison table across runs and one self-contained HTML page.
+
+Figures are matplotlib PNGs saved in `figures/` and embedded (base64) in the page, so
+`report.html` opens with no network and no other file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from retain.errors import RetainError
+from retain.io import read_json, write_text
+
+COLUMNS = [("MFT", "MFT (downstream)"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", "BWT"),
+           ("forgetting", "forgetting")]
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Run directories (those holding results.json) named directly or one level below."""
+    runs = []
+    for p in map(Path, paths):
+        if (p / "results.json").exists():
+            runs.append(p)
+            continue
+        below = sorted(d for d in p.glob("*/") if (d / "results.json").exists()) if p.is_dir() else []
+        if not below:
+            raise RetainError(f"{p} is not a finished run directory (no results.json in it or one level below).")
+        runs += below
+    return runs
+
+
+def comparison_rows(runs: list[Path]) -> tuple[list[str], list[list]]:
+    """Header and rows: one row per run, methods as rows."""
+    results = [read_json(r / "results.json") for r in runs]
+    probes = sorted({p for res in results for p in res["probes"]})
+    header = ["method"] + [label for _, label in COLUMNS] + ["ZS delta (mean)", "LP delta (mean)"]
+    header += [f"ZS delta {p}" for p in probes]
+    rows = []
+    for run, res in zip(runs, results):
+        cf = res.get("concept_forgetting", {})
+        zs = cf.get("zero_shot", {})
+        lp = cf.get("linear_probe", {})
+        row = [res["method"] if len(set(r.name for r in runs)) == len(runs) else str(run)]
+        row += [res["metrics"][k] for k, _ in COLUMNS]
+        row += [zs.get("mean_delta"), lp.get("mean_delta")]
+        row += [zs.get("delta", {}).get(p) for p in probes]
+        rows.append(row)
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table, numbers as percentages with one decimal."""
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{100 * v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_comparison(runs: list[Path], out_dir: Path) -> str:
+    """Write comparison.md/.csv/.json and comparison.html into `out_dir`; return the Markdown."""
+    header, rows = comparison_rows(runs)
+    table = format_table(header, rows)
+    note = "Scores in %; deltas are fine-tuned minus pre-trained accuracy (negative = forgetting).\n"
+    write_text(out_dir / "comparison.md", table + "\n\n" + note)
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header] + rows)
+    write_text(out_dir / "comparison.csv", buf.getvalue())
+    write_text(out_dir / "comparison.json", json.dumps({"header": header, "rows": rows, "runs": [str(r) for r in runs]}, indent=2))
+    figs = [(f"accuracy matrix: {read_json(r / 'results.json')['method']}", _heatmap(read_json(r / "results.json")))
+            for r in runs]
+    figs.append(("concept forgetting (zero-shot accuracy change on held-out datasets)", _cf_bars(runs)))
+    body = "<h2>Comparison</h2>" + _html_table(header, rows) + f"<p>{html.escape(note)}</p>"
+    body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
+    write_text(out_dir / "comparison.html", _page("retain comparison", body))
+    return table
+
+
+def write_report(run: Path) -> Path:
+    """Write `report.html` (and figures/) for one finished run."""
+    res = read_json(run / "results.json")
+    figs = {"accuracy_matrix": _heatmap(res), "task_curves": _curves(res), "probe_curves": _probe_curves(res)}
+    (run / "figures").mkdir(exist_ok=True)
+    for name, png in figs.items():
+        (run / "figures" / f"{name}.png").write_bytes(png)
+    m = res["metrics"]
+    header = ["MFT", "MFN", "MAA", "BWT", "forgetting", "forward transfer"]
+    row = [m["MFT"], m["MFN"], m["MAA"], m["BWT"], m["forgetting"], m["forward_transfer"]]
+    body = f"<h2>{html.escape(res['method'])} on {' → '.join(map(html.escape, res['sequence']))}</h2>"
+    body += f"<p>model: {html.escape(res['model'])}, seed {res['seed']}</p>"
+    body += _html_table(header, [row])
+    cf_rows = []
+    for kind, d in res["concept_forgetting"].items():
+        for p in sorted(d["delta"]):
+            cf_rows.append([kind, p, d["before"][p], d["after"][p], d["delta"][p]])
+    body += "<h3>Concept forgetting</h3>" + _html_table(["evaluator", "dataset", "pre-trained", "after", "delta"], cf_rows)
+    body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in [
+        ("accuracy matrix", figs["accuracy_matrix"]), ("per-task accuracy across the sequence", figs["task_curves"]),
+        ("zero-shot accuracy of held-out datasets across the sequence", figs["probe_curves"])]) + "</div>"
+    cfg = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
+    body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
+    out = run / "report.html"
+    write_text(out, _page(f"retain report: {res['method']}", body))
+    return out
+
+
+# ---- figures -----------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _row_labels(res) -> list[str]:
+    return ["zero-shot"] + [f"after {t}" for t in res["sequence"]]
+
+
+def _heatmap(res) -> bytes:
+    plt = _plt()
+    A = np.asarray(res["accuracy_matrix"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * A.shape[1], 1.2 + 0.55 * A.shape[0]))
+    im = ax.imshow(A, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), v in np.ndenumerate(A):
+        ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=9)
+    ax.set_xticks(range(A.shape[1]), res["sequence"], rotation=30, ha="right")
+    ax.set_yticks(range(A.shape[0]), _row_labels(res))
+    ax.set_xlabel("evaluated task")
+    ax.set_title(res["method"])
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    return _png(fig)
+
+
+def _curves(res) -> bytes:
+    plt = _plt()
+    A = np.asarray(res["accuracy_matrix"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for j, t in enumerate(res["sequence"]):
+        ax.plot(range(A.shape[0]), A[:, j], marker="o", label=t)
+    ax.set_xticks(range(A.shape[0]), _row_labels(res), rotation=20, ha="right")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _probe_curves(res) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    curve = res["probe_zero_shot_curve"]
+    for p in res["probes"]:
+        ax.plot(range(len(curve)), [row[p] for row in curve], marker="s", label=p)
+    ax.set_xticks(range(len(curve)), _row_labels(res)[:len(curve)], rotation=20, ha="right")
+    ax.set_ylabel("zero-shot accuracy")
+    ax.set_ylim(0, 1)
+    if res["probes"]:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _cf_bars(runs: list[Path]) -> bytes:
+    plt = _plt()
+    results = [read_json(r / "results.json") for r in runs]
+    probes = sorted({p for res in results for p in res["probes"]})
+    fig, ax = plt.subplots(figsize=(1.5 + 1.3 * max(1, len(probes)), 3.4))
+    width = 0.8 / max(1, len(results))
+    for k, res in enumerate(results):
+        d = res["concept_forgetting"].get("zero_shot", {}).get("delta", {})
+        ax.bar(np.arange(len(probes)) + k * width, [100 * d.get(p, 0.0) for p in probes], width, label=res["method"])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(probes)) + width * (len(results) - 1) / 2, probes)
+    ax.set_ylabel("zero-shot accuracy change (points)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# ---- HTML --------------------------------------------------------------------------
+def _figure(title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return (f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def _html_table(header, rows) -> str:
+    def cell(v):
+        if v is None:
+            return "-"
+        return f"{100 * v:.1f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _page(title: str, body: str) -> str:
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"
+             "img{max-width:560px}pre{background:#f7f7f7;padding:1em;overflow:auto}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")

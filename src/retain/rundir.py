@@ -1,0 +1,126 @@
+"""The run directory: resolved config, progress state, checkpoints, results, records.
+
+    runs/<name>/<method>/
+        config.yaml        resolved config with seed, method options and versions
+        state.json         rows of the accuracy matrix finished so far (for --resume)
+        checkpoints/       model + method state after the last finished task (safetensors)
+        results.json       accuracy matrix, metrics, concept forgetting (when complete)
+        records/*.jsonl    every prediction, so every score can be audited
+        report.html, figures/, log.txt
+
+Every file is written atomically; a finished run is never recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from retain.errors import RetainError
+from retain.io import atomic_write, read_json, write_json, write_text
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("retain", "torch", "transformers", "accelerate", "peft", "numpy", "scikit-learn", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ---- config & lifecycle --------------------------------------------------------
+    def prepare(self, resolved: dict, resume: bool) -> str:
+        """Create or check the directory; return 'fresh', 'resume' or 'done'."""
+        cfg_file = self.path / "config.yaml"
+        if not cfg_file.exists():
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_text(cfg_file, yaml.safe_dump({**resolved, "versions": versions()}, sort_keys=False))
+            return "fresh"
+        stored = yaml.safe_load(cfg_file.read_text()) or {}
+        stored.pop("versions", None)
+        diff = _differences(stored, resolved)
+        if diff:
+            raise RetainError(
+                f"The run directory {self.path} holds a run with a different config "
+                f"({'; '.join(diff[:5])}). Its results are kept: choose another `name` "
+                "(or output_dir) for the new config, or delete that directory to start over."
+            )
+        if (self.path / "results.json").exists():
+            return "done"
+        if not resume and (self.path / "state.json").exists():
+            raise RetainError(
+                f"The run directory {self.path} holds an unfinished run. Pass --resume to "
+                "continue it from its last checkpoint, or delete the directory to start over."
+            )
+        return "resume" if (self.path / "state.json").exists() else "fresh"
+
+    # ---- progress state ------------------------------------------------------------
+    def load_state(self) -> dict | None:
+        f = self.path / "state.json"
+        return read_json(f) if f.exists() else None
+
+    def save_state(self, state: dict) -> None:
+        write_json(self.path / "state.json", state)
+
+    # ---- checkpoints ---------------------------------------------------------------
+    def checkpoint_dir(self, task_index: int) -> Path:
+        return self.path / "checkpoints" / f"after-task-{task_index + 1}"
+
+    def save_checkpoint(self, task_index: int, model_state: dict, method_state: dict) -> None:
+        """Write the checkpoint after `task_index`, then drop older ones."""
+        from safetensors.torch import save_file
+
+        target = self.checkpoint_dir(task_index)
+        for name, state in (("model.safetensors", model_state), ("method.safetensors", method_state)):
+            tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+            atomic_write(target / name, lambda tmp, t=tensors: save_file(t, tmp))
+        for old in (self.path / "checkpoints").glob("after-task-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, task_index: int) -> tuple[dict, dict]:
+        from safetensors.torch import load_file
+
+        d = self.checkpoint_dir(task_index)
+        if not (d / "model.safetensors").exists() or not (d / "method.safetensors").exists():
+            raise RetainError(f"The checkpoint {d} is missing: the run cannot resume; delete {self.path} to start over.")
+        return load_file(str(d / "model.safetensors")), load_file(str(d / "method.safetensors"))
+
+    # ---- outputs -------------------------------------------------------------------
+    def write_results(self, results: dict) -> None:
+        write_json(self.path / "results.json", results)
+
+    def results(self) -> dict:
+        return read_json(self.path / "results.json")
+
+    def write_records(self, name: str, records: list[dict]) -> None:
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        write_text(self.path / "records" / f"{name}.jsonl", text)
+
+    def log(self, message: str) -> None:
+        with open(self.path / "log.txt", "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} there, {vb!r} now")
+    return out

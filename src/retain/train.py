@@ -1,0 +1,241 @@
+"""The continual trainer: one loop for every method, on `accelerate`.
+
+For each task of the Sequence: the method's `before_task`, gradient steps (AdamW,
+warm-up then cosine, gradient clipping), `after_task`, then evaluation of every task of
+the Sequence (one row of the accuracy matrix; row 0 is measured before any training)
+and of the concept-forgetting probes (zero-shot accuracy with the pre-trained text
+encoder's head, and linear-probe accuracy) on datasets outside the Sequence. A
+checkpoint is written at every task boundary, so `--resume` continues a killed run to
+the same results.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+
+from retain import metrics
+from retain.config import RunConfig, to_dict
+from retain.data import load_task
+from retain.errors import RetainError
+from retain.eval.classification import linear_probe, zero_shot
+from retain.methods.base import Method, TaskContext, create_method, options_dict
+from retain.models import load_dual_encoder
+from retain.models.classifier import ImageClassifier
+from retain.progress import bar, say
+from retain.rundir import RunDir
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
+    """Train `method_name` through `cfg.sequence`, evaluate, and return results.json's content."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    method = create_method(method_name, cfg.method_args.get(method_name))
+    run = RunDir(os.path.join(cfg.output_dir, cfg.name, method_name))
+    resolved = {**to_dict(cfg), "method": method_name, "method_options": options_dict(method)}
+    status = run.prepare(resolved, resume)
+    if status == "done":
+        say(f"[{method_name}] already finished in {run.path}; nothing recomputed")
+        return run.results()
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    seed_everything(cfg.seed)
+    tasks = [load_task(n) for n in cfg.sequence]
+    probes = [load_task(n) for n in cfg.probes]
+    _check_tasks(cfg)
+    encoder = load_dual_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model = ImageClassifier(encoder, tasks).to(accelerator.device)
+    method.setup(model)
+    probe_heads = {p.name: encoder.zero_shot_head(p.class_names, p.templates) for p in probes}
+    limit = cfg.train.train_limit or None
+    train_splits = [t.split("train").subset(limit, seed=cfg.seed) for t in tasks]
+
+    state = run.load_state() if status == "resume" else None
+    if state and state["done_tasks"] > 0:
+        model_state, method_state = run.load_checkpoint(state["done_tasks"] - 1)
+        model.load_state_dict(model_state)
+        method.load_state_dict(method_state)
+        say(f"[{method_name}] resuming after task {state['done_tasks']} of {len(tasks)} from {run.path}")
+    if state is None:
+        row, zs, lp, records = evaluate(model, tasks, probes, probe_heads, cfg, with_lp=True)
+        state = {"done_tasks": 0, "rows": [row], "probe_zero_shot": [zs], "probe_linear": [lp], "seconds": []}
+        if accelerator.is_main_process:
+            run.write_records("row-0", records)
+            run.save_state(state)
+    wrapped = accelerator.prepare(model)
+
+    for k in range(state["done_tasks"], len(tasks)):
+        start = time.time()
+        task_seed = cfg.seed + 1000 * (k + 1)
+        seed_everything(task_seed)
+        ctx = TaskContext(task=tasks[k], index=k, train=train_splits[k], model=model, tasks=tasks,
+                          train_splits=train_splits, device=accelerator.device, seed=task_seed,
+                          batch_size=cfg.train.batch_size)
+        method.before_task(ctx)
+        if method.trains:
+            train_task(accelerator, wrapped, method, ctx, cfg, run)
+        method.after_task(ctx)
+        last = k == len(tasks) - 1
+        row, zs, lp, records = evaluate(model, tasks, probes, probe_heads, cfg, with_lp=last)
+        state["rows"].append(row)
+        state["probe_zero_shot"].append(zs)
+        state["probe_linear"].append(lp)
+        state["seconds"].append(round(time.time() - start, 2))
+        state["done_tasks"] = k + 1
+        if accelerator.is_main_process:
+            run.write_records(f"row-{k + 1}", records)
+            run.save_checkpoint(k, model.state_dict(), method.state_dict())
+            run.save_state(state)
+            run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(row, 4).tolist()}")
+        accelerator.wait_for_everyone()
+        say(f"[{method_name}] after task {k + 1}/{len(tasks)} ({tasks[k].name}): "
+            + ", ".join(f"{t.name} {a:.3f}" for t, a in zip(tasks, row)))
+        if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    results = assemble_results(cfg, method_name, tasks, probes, state)
+    if accelerator.is_main_process:
+        run.write_results(results)
+        run.log(f"finished: {results['metrics']}")
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _check_tasks(cfg: RunConfig) -> None:
+    if not cfg.sequence:
+        raise RetainError("The config's `sequence` is empty: name at least one task to train on.")
+    both = sorted(set(cfg.sequence) & set(cfg.probes))
+    if both:
+        raise RetainError(f"{both} are both in `sequence` and in `probes`: concept-forgetting probes must lie outside the sequence.")
+
+
+def train_task(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunConfig, run: RunDir) -> None:
+    """Gradient steps on one task: AdamW, linear warm-up then cosine, clipping."""
+    model = ctx.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(dict.fromkeys(method.trainable(model)))
+    for p in params:
+        p.requires_grad_(True)
+    tc = cfg.train
+    per_process = max(1, tc.batch_size // accelerator.num_processes)
+    split, name = ctx.train, ctx.task.name
+
+    def collate(indices):
+        idx = np.asarray(indices)
+        return {"index": torch.from_numpy(idx), "pixel_values": model.encoder.preprocess(split.images[idx]),
+                "labels": torch.from_numpy(split.labels[idx]).long(), "heads": [name] * len(idx)}
+
+    loader = torch.utils.data.DataLoader(range(len(split)), batch_size=per_process, shuffle=True,
+                                         collate_fn=collate, drop_last=len(split) > per_process,
+                                         generator=torch.Generator().manual_seed(ctx.seed))
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer, loader = accelerator.prepare(optimizer, loader)
+    total = tc.epochs * len(loader)
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    warmup = min(tc.warmup_steps, total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
+    wrapped.train()
+    step = 0
+    progress = bar(total=total, desc=f"{method.name} on {name} ({ctx.index + 1}/{len(ctx.tasks)})")
+    while step < total:
+        for batch in loader:
+            if step >= total:
+                break
+            batch = method.extend_batch(batch, ctx)
+            text = method.text_inputs(batch, ctx)
+            outputs = wrapped(batch["pixel_values"], batch["heads"], taps=method.taps, text=text)
+            loss = method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
+            if not torch.isfinite(loss):
+                raise RetainError(
+                    f"The loss became {loss.item()} at step {step + 1} of task {name!r} "
+                    f"(method {method.name!r}, lr {tc.lr}). Lower train.lr or check the data. "
+                    f"Every finished task is kept in {run.path}; start a run with the fixed config under another name."
+                )
+            accelerator.backward(loss)
+            if tc.grad_clip:
+                accelerator.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    progress.close()
+    wrapped.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Multiplier of the peak learning rate: linear warm-up, then cosine decay to zero."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def evaluate(model: ImageClassifier, tasks, probes, probe_heads, cfg: RunConfig, with_lp: bool):
+    """One row of the accuracy matrix, the probes' zero-shot (and linear-probe) accuracy."""
+    limit = cfg.eval.limit or None
+    row, records = [], []
+    for task in tasks:
+        r = zero_shot(model.encoder, task, limit=limit, head=model.head(task.name).detach())
+        row.append(r.accuracy)
+        records += r.records(task.name, "task_head")
+    zs, lp = {}, None
+    for probe in probes:
+        r = zero_shot(model.encoder, probe, limit=limit, head=probe_heads[probe.name])
+        zs[probe.name] = r.accuracy
+        records += r.records(probe.name, "probe_zero_shot")
+    if with_lp and cfg.eval.linear_probe and probes:
+        lp = {}
+        for probe in probes:
+            r = linear_probe(model.encoder, probe, limit=cfg.eval.probe_limit or None, seed=cfg.seed)
+            lp[probe.name] = r.accuracy
+            records += r.records(probe.name, "probe_linear")
+    return row, zs, lp, records
+
+
+def assemble_results(cfg: RunConfig, method_name: str, tasks, probes, state: dict) -> dict:
+    A = np.asarray(state["rows"])
+    out = {
+        "method": method_name,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "sequence": [t.name for t in tasks],
+        "probes": [p.name for p in probes],
+        "accuracy_matrix": A.tolist(),
+        "metrics": metrics.summary(A),
+        "final_task_accuracy": dict(zip([t.name for t in tasks], A[-1].tolist())),
+        "probe_zero_shot_curve": state["probe_zero_shot"],
+        "concept_forgetting": {},
+    }
+    zs_before, zs_after = state["probe_zero_shot"][0], state["probe_zero_shot"][-1]
+    cf = {"zero_shot": _deltas(zs_before, zs_after)}
+    lp_before, lp_after = state["probe_linear"][0], state["probe_linear"][-1]
+    if lp_before and lp_after:
+        cf["linear_probe"] = _deltas(lp_before, lp_after)
+    out["concept_forgetting"] = cf
+    return out
+
+
+def _deltas(before: dict, after: dict) -> dict:
+    d = metrics.concept_forgetting(before, after)
+    return {"before": before, "after": after, "delta": d,
+            "mean_delta": float(np.mean(list(d.values()))) if d else 0.0}

@@ -1,0 +1,146 @@
+"""Regularisers against direct computations of their published formulas."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from retain.data.task import ImageSplit, Task
+from retain.errors import RetainError
+from retain.methods import create_method
+from retain.methods.base import TaskContext
+from retain.methods.ewc import diagonal_fisher
+from retain.methods.l2sp import l2sp_penalty
+from retain.methods.ldifs import default_taps, ldifs_distance
+from retain.methods.wise_ft import interpolate_
+from retain.models import load_dual_encoder
+from retain.models.classifier import ImageClassifier
+
+
+def test_default_taps_match_the_paper_for_a_12_block_vit():
+    assert default_taps(12) == (0, 3, 6, 9, 12)
+    assert default_taps(4) == (0, 1, 2, 3, 4)
+
+
+def _ldifs_by_loops(cur, fro, mode):
+    """R = mean_b (1/L) sum_l mean_{t,d} (n(phi) - n(phi0))^2, written with explicit loops."""
+    B, L = cur[0].shape[0], len(cur)
+    total = 0.0
+    for b in range(B):
+        acc = 0.0
+        for c, f in zip(cur, fro):
+            x, y = c[b].double(), f[b].double()  # (T, D)
+            if mode == "channel":
+                x = x / x.norm(dim=1, keepdim=True)
+                y = y / y.norm(dim=1, keepdim=True)
+            else:
+                x = x / x.norm(dim=0, keepdim=True)
+                y = y / y.norm(dim=0, keepdim=True)
+            T, D = x.shape
+            acc += sum(float((x[t, d] - y[t, d]) ** 2) for t in range(T) for d in range(D)) / (T * D)
+        total += acc / L
+    return total / B
+
+
+@pytest.mark.parametrize("mode", ["channel", "token"])
+def test_ldifs_distance_equals_formula(mode):
+    g = torch.Generator().manual_seed(0)
+    cur = [torch.randn(3, 5, 4, generator=g) for _ in range(3)]
+    fro = [torch.randn(3, 5, 4, generator=g) for _ in range(3)]
+    assert float(ldifs_distance(cur, fro, mode)) == pytest.approx(_ldifs_by_loops(cur, fro, mode), rel=1e-5)
+    assert float(ldifs_distance(cur, cur, mode)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_two_normalisations_differ():
+    g = torch.Generator().manual_seed(1)
+    cur = [torch.randn(2, 6, 3, generator=g)]
+    fro = [torch.randn(2, 6, 3, generator=g)]
+    assert float(ldifs_distance(cur, fro, "channel")) != pytest.approx(float(ldifs_distance(cur, fro, "token")))
+
+
+def test_l2sp_penalty_equals_half_squared_distance():
+    p = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    a = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]
+    assert float(l2sp_penalty(p, a)) == pytest.approx(0.5 * (1 + 4 + 4))
+
+
+def test_ewc_fisher_of_logistic_regression_by_hand():
+    # For logits = W x, d log p(y|x) / dW = (onehot(y) - softmax(W x)) x^T.
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2, bias=False)
+    x = torch.randn(4, 3)
+    y = torch.tensor([0, 1, 1, 0])
+
+    def ll(i):
+        return torch.log_softmax(lin(x[i:i + 1]), -1)[0, y[i]]
+
+    fisher = diagonal_fisher([lin.weight], ll, 4)[0]
+    with torch.no_grad():
+        p = torch.softmax(x @ lin.weight.T, -1)
+        expected = torch.zeros(2, 3)
+        for i in range(4):
+            g = torch.outer(torch.nn.functional.one_hot(y[i], 2).float() - p[i], x[i])
+            expected += g ** 2
+        expected /= 4
+    torch.testing.assert_close(fisher, expected)
+
+
+def test_wise_ft_endpoints_and_midpoint():
+    model = torch.nn.Linear(2, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    tuned = {k: v.clone() for k, v in model.state_dict().items()}
+
+    m0 = copy.deepcopy(model)
+    interpolate_(m0, start, 0.0)
+    torch.testing.assert_close(m0.weight, start["weight"])
+    m1 = copy.deepcopy(model)
+    interpolate_(m1, start, 1.0)
+    torch.testing.assert_close(m1.weight, tuned["weight"])
+    mh = copy.deepcopy(model)
+    interpolate_(mh, start, 0.5)
+    torch.testing.assert_close(mh.weight, start["weight"] + 0.5)
+
+
+def _task(n=12, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    split = ImageSplit(rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8), rng.integers(0, classes, n))
+    return Task("toy", ["cat", "dog", "bird"][:classes], {"train": split, "val": split, "test": split})
+
+
+def _ctx(model, task):
+    return TaskContext(task=task, index=0, train=task.split("train"), model=model, tasks=[task],
+                       train_splits=[task.split("train")], device=torch.device("cpu"), seed=0, batch_size=4)
+
+
+def test_ldifs_cache_equals_running_the_frozen_model(tiny_clip_dir):
+    enc = load_dual_encoder(str(tiny_clip_dir))
+    task = _task()
+    model = ImageClassifier(enc, [task])
+    cached, live = create_method("ldifs"), create_method("ldifs", {"cache_frozen": False})
+    for m in (cached, live):
+        m.setup(model)
+        m.before_task(_ctx(model, task))
+    with torch.no_grad():  # move the model away from its anchor
+        for p in model.encoder.vision.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    idx = torch.tensor([3, 0, 7])
+    pixels = enc.preprocess(task.split("train").images[idx.numpy()])
+    out = model(pixels, ["toy"] * 3, taps=cached.taps)
+    batch = {"index": idx, "pixel_values": pixels}
+    r_cached = cached.loss(batch, out, None)
+    r_live = live.loss(batch, out, None)
+    assert float(r_cached.detach()) > 0
+    torch.testing.assert_close(r_cached, r_live)
+    assert cached.taps == (0, 1, 2, 3, 4)
+
+
+def test_method_registry_errors():
+    with pytest.raises(RetainError, match="Did you mean 'ldifs'"):
+        create_method("ldif")
+    with pytest.raises(RetainError, match="method_args.ldifs.alpa"):
+        create_method("ldifs", {"alpa": 3})
+    assert create_method("ldifs").opts.alpha == 10.0

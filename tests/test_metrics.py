@@ -1,0 +1,49 @@
+"""Metrics against accuracy matrices worked out by hand."""
+
+import pytest
+
+from retain import metrics
+
+# Zero-shot row, then after task 1, 2, 3.
+A = [
+    [0.10, 0.20, 0.30],
+    [0.80, 0.25, 0.35],
+    [0.60, 0.90, 0.40],
+    [0.50, 0.70, 0.95],
+]
+
+
+def test_hand_worked_matrix():
+    # MFT: (0.80 + 0.90 + 0.95) / 3
+    assert metrics.mean_fine_tuned(A) == pytest.approx(2.65 / 3)
+    # MFN: (0.50 + 0.70 + 0.95) / 3
+    assert metrics.mean_final(A) == pytest.approx(2.15 / 3)
+    # MAA: (0.80 + (0.60 + 0.90) / 2 + (0.50 + 0.70 + 0.95) / 3) / 3
+    assert metrics.mean_average_accuracy(A) == pytest.approx((0.80 + 0.75 + 2.15 / 3) / 3)
+    # BWT: ((0.50 - 0.80) + (0.70 - 0.90)) / 2 = -0.25
+    assert metrics.backward_transfer(A) == pytest.approx(-0.25)
+    # forgetting: task 1 max(0.80, 0.60) - 0.50 = 0.30; task 2 0.90 - 0.70 = 0.20
+    assert metrics.forgetting(A) == pytest.approx(0.25)
+    # forward transfer: task 2 (0.25 - 0.20), task 3 (0.40 - 0.30)
+    assert metrics.forward_transfer(A) == pytest.approx(0.075)
+
+
+def test_forgetting_uses_the_maximum_not_the_diagonal():
+    B = [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.9, 0.6, 0.0], [0.4, 0.6, 0.7]]
+    # task 1 peaked after task 2 (0.9), so forgetting > -BWT for it
+    assert metrics.forgetting(B) == pytest.approx(((0.9 - 0.4) + 0.0) / 2)
+    assert metrics.backward_transfer(B) == pytest.approx(((0.4 - 0.5) + 0.0) / 2)
+
+
+def test_single_task_and_bad_shape():
+    assert metrics.backward_transfer([[0.1], [0.9]]) == 0.0
+    assert metrics.mean_final([[0.1], [0.9]]) == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        metrics.summary([[0.1, 0.2], [0.3, 0.4]])
+
+
+def test_concept_forgetting_deltas():
+    d = metrics.concept_forgetting({"a": 0.8, "b": 0.5}, {"a": 0.6, "b": 0.55})
+    assert d == pytest.approx({"a": -0.2, "b": 0.05})
+    with pytest.raises(ValueError):
+        metrics.concept_forgetting({"a": 0.8}, {"b": 0.5})
