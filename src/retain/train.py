@@ -11,6 +11,8 @@ the same results.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 import signal
@@ -72,7 +74,7 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
         method.load_state_dict(method_state)
         say(f"[{method_name}] resuming after task {state['done_tasks']} of {len(tasks)} from {run.path}")
     if state is None:
-        row, zs, lp, records = evaluate(model, tasks, probes, probe_heads, cfg, with_lp=True)
+        row, zs, lp, records = evaluate_pretrained(model, tasks, probes, probe_heads, cfg)
         state = {"done_tasks": 0, "rows": [row], "probe_zero_shot": [zs], "probe_linear": [lp], "seconds": []}
         if accelerator.is_main_process:
             run.write_records("row-0", records)
@@ -158,10 +160,7 @@ def train_task(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunC
         for batch in loader:
             if step >= total:
                 break
-            batch = method.extend_batch(batch, ctx)
-            text = method.text_inputs(batch, ctx)
-            outputs = wrapped(batch["pixel_values"], batch["heads"], taps=method.taps, text=text)
-            loss = method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
+            loss = step_loss(wrapped, method, batch, ctx)
             if not torch.isfinite(loss):
                 raise RetainError(
                     f"The loss became {loss.item()} at step {step + 1} of task {name!r} "
@@ -183,11 +182,34 @@ def train_task(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunC
         p.requires_grad_(True)
 
 
+def step_loss(wrapped, method: Method, batch: dict, ctx: TaskContext) -> torch.Tensor:
+    """The loss of one training batch: the method's task loss plus its extra terms."""
+    batch = method.extend_batch(batch, ctx)
+    text = method.text_inputs(batch, ctx)
+    outputs = wrapped(batch["pixel_values"], batch["heads"], taps=method.taps, text=text)
+    return method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """Multiplier of the peak learning rate: linear warm-up, then cosine decay to zero."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+_PRETRAINED_ROWS: dict[str, tuple] = {}
+
+
+def evaluate_pretrained(model: ImageClassifier, tasks, probes, probe_heads, cfg: RunConfig):
+    """Row 0 (before any training), measured once per process for all methods of a config.
+
+    Every method starts from the same pre-trained model with zero-shot heads, so the row
+    is the same; the key holds everything it depends on.
+    """
+    key = json.dumps([cfg.model, cfg.sequence, cfg.probes, to_dict(cfg.eval), cfg.seed])
+    if key not in _PRETRAINED_ROWS:
+        _PRETRAINED_ROWS[key] = evaluate(model, tasks, probes, probe_heads, cfg, with_lp=True)
+    return copy.deepcopy(_PRETRAINED_ROWS[key])
 
 
 def evaluate(model: ImageClassifier, tasks, probes, probe_heads, cfg: RunConfig, with_lp: bool):
