@@ -131,10 +131,16 @@ def test_ldifs_cache_equals_running_the_frozen_model(tiny_clip_dir):
     pixels = enc.preprocess(task.split("train").images[idx.numpy()])
     out = model(pixels, ["toy"] * 3, taps=cached.taps)
     batch = {"index": idx, "pixel_values": pixels}
-    r_cached = cached.loss(batch, out, None)
+    first = cached.loss(batch, out, None)  # computes and stores the anchor features
+    assert cached.filled[idx].all() and not cached.filled[[1, 2]].any()
+    with torch.no_grad():  # poison the frozen copy: a second call must read the cache
+        for p in cached.frozen.vision.parameters():
+            p.mul_(0)
+    again = cached.loss(batch, out, None)
     r_live = live.loss(batch, out, None)
-    assert float(r_cached.detach()) > 0
-    torch.testing.assert_close(r_cached, r_live)
+    assert float(r_live.detach()) > 0
+    torch.testing.assert_close(first, r_live)
+    torch.testing.assert_close(again, r_live)
     assert cached.taps == (0, 1, 2, 3, 4)
 
 

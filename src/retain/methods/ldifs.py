@@ -10,9 +10,10 @@ theta0 the model at the start of the current task, n division by the L2 norm:
 `channel` (default) normalises each token's feature vector, `token` normalises each
 channel across tokens, as the reference code's dim=1 on (B, T, D) features does.
 
-Inputs are not augmented, so the frozen model's tap features are computed once per
-task for the whole training split and looked up by item index (`cache_frozen`);
-without the cache a frozen copy of the tower runs every step, as the reference does.
+Inputs are not augmented, so the frozen model's tap features of an item never change
+within a task: they are computed the first time the item is seen (by a frozen copy of
+the tower, as the reference code does every step) and looked up by item index after
+that (`cache_frozen`), as long as the cache fits in `cache_max_mb`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class LDIFSOptions:
     normalize: str = "channel"
     """'channel' (over D, per token; default) or 'token' (over T, per channel; reference code)"""
     cache_frozen: bool = True
-    """compute the frozen model's features once per task instead of every step"""
-
+    """keep the frozen model's features of each item after its first step instead of recomputing"""
+    cache_max_mb: float = 1024.0
+    """largest cache (float32) to keep; beyond it the frozen tower runs every step"""
 
 def default_taps(num_blocks: int, count: int = 4) -> tuple[int, ...]:
     """(0, and `count` evenly spaced blocks ending at the last): 12 blocks -> 0, 3, 6, 9, 12."""
@@ -75,31 +77,40 @@ class LDIFS(Method):
 
     def before_task(self, ctx: TaskContext) -> None:
         enc = ctx.model.encoder
-        self.cache, self.frozen = None, None
+        self.frozen = copy.deepcopy(enc).eval().requires_grad_(False)
+        self.cache, self.filled = None, None
         if self.opts.cache_frozen:
-            self.cache = frozen_taps(enc, ctx.train.images, self.taps, ctx.batch_size)
-        else:
-            self.frozen = copy.deepcopy(enc).eval().requires_grad_(False)
+            shapes = tap_shapes(enc, self.taps)
+            megabytes = len(ctx.train) * sum(t * d for t, d in shapes) * 4 / 2**20
+            if megabytes <= self.opts.cache_max_mb:
+                self.cache = [torch.empty(len(ctx.train), t, d) for t, d in shapes]
+                self.filled = torch.zeros(len(ctx.train), dtype=torch.bool)
+
+    def frozen_features(self, batch) -> list[torch.Tensor]:
+        """The anchor model's tap features of the batch's task items, (B, T, D) each."""
+        pixels = batch["pixel_values"]
+        if self.cache is None:
+            with torch.no_grad():
+                return self.frozen.image_forward(pixels, self.taps)[1]
+        idx = batch["index"].cpu()
+        new = ~self.filled[idx]
+        if new.any():
+            with torch.no_grad():
+                fresh = self.frozen.image_forward(pixels[new.to(pixels.device)], self.taps)[1]
+            for store, f in zip(self.cache, fresh):
+                store[idx[new]] = f.float().cpu()
+            self.filled[idx[new]] = True
+        return [c[idx].to(pixels.device, non_blocking=True) for c in self.cache]
 
     def loss(self, batch, outputs, ctx) -> torch.Tensor:
-        if self.cache is not None:
-            idx = batch["index"].cpu()
-            frozen = [c[idx].to(outputs["taps"][0].device, non_blocking=True) for c in self.cache]
-        else:
-            with torch.no_grad():
-                frozen = self.frozen.image_forward(batch["pixel_values"], self.taps)[1]
-        return self.opts.alpha * ldifs_distance(outputs["taps"], frozen, self.opts.normalize)
+        return self.opts.alpha * ldifs_distance(outputs["taps"], self.frozen_features(batch), self.opts.normalize)
 
     def after_task(self, ctx: TaskContext) -> None:
-        self.cache, self.frozen = None, None
+        self.cache, self.filled, self.frozen = None, None, None
 
 
-@torch.no_grad()
-def frozen_taps(encoder, images, taps, batch_size: int) -> list[torch.Tensor]:
-    """Tap features of every image under the current weights, kept on the CPU."""
-    was = encoder.training
-    encoder.eval()
-    chunks = [encoder.image_forward(encoder.preprocess(images[i:i + batch_size]), taps)[1]
-              for i in range(0, len(images), batch_size)]
-    encoder.train(was)
-    return [torch.cat([c[k] for c in chunks]).cpu() for k in range(len(taps))]
+def tap_shapes(encoder, taps) -> list[tuple[int, int]]:
+    """(tokens, width) of each tap of the image tower."""
+    cfg = encoder.vision.config
+    tokens = (cfg.image_size // cfg.patch_size) ** 2 + 1
+    return [(tokens, cfg.hidden_size) for _ in taps]

@@ -1,0 +1,43 @@
+"""Configuration: precedence, coercion, unknown keys with suggestions."""
+
+import pytest
+
+from retain.config import load_config
+from retain.errors import RetainError
+
+
+def test_precedence_cli_over_file_over_defaults(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: fromfile\ntrain:\n  lr: 1e-4\n  epochs: 3\n")
+    cfg = load_config(f, ["train.lr=0.5", "methods=[ldifs, wise_ft]"])
+    assert cfg.name == "fromfile" and cfg.train.lr == 0.5 and cfg.train.epochs == 3
+    assert cfg.methods == ["ldifs", "wise_ft"] and cfg.train.weight_decay == 0.1  # default kept
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 1e-5\n")
+    assert load_config(f).train.lr == 1e-5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("trian: {lr: 1}\n", "Did you mean 'train'"),
+    ("train: {epochz: 1}\n", "train.epochz"),
+    ("train: {epochs: 1.5}\n", "whole number"),
+    ("train: {lr: fast}\n", "must be a number"),
+    ("eval: {linear_probe: 3}\n", "true or false"),
+    ("- a\n- b\n", "must hold a mapping"),
+    ("train: [1\n", "not valid YAML"),
+])
+def test_malformed_configs(tmp_path, text, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(RetainError, match=message):
+        load_config(f)
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(RetainError, match="key=value"):
+        load_config(None, ["train.lr"])
+    with pytest.raises(RetainError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
