@@ -81,3 +81,11 @@ def test_hf_unreachable_id_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RetainError, match="nobody/no-such-dataset.*network"):
         load_task("hf:nobody/no-such-dataset")
+
+
+def test_missing_image_file_is_named(tmp_path):
+    _write(tmp_path / "d" / "a")
+    _write(tmp_path / "d" / "b")
+    (tmp_path / "d" / "b" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # listed, but absent
+    with pytest.raises(RetainError, match=r"gone\.png cannot be read"):
+        load_task(f"folder:{tmp_path / 'd'}")

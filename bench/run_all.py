@@ -1,0 +1,59 @@
+"""Run every benchmark, then write docs/benchmarks.md from bench/results/*.json.
+
+    .venv/bin/python bench/run_all.py            # all (the quickstart one takes ~10 minutes)
+    .venv/bin/python bench/run_all.py --summary  # only rewrite docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def summary() -> str:
+    lines = ["# Benchmarks", "", "Written by `bench/run_all.py` from `bench/results/*.json` (2 CPU cores, no GPU).", ""]
+    step = RESULTS / "ldifs_step.json"
+    if step.exists():
+        r = json.loads(step.read_text())
+        lines += [
+            "## LDIFS step time over plain fine-tuning (`bench/ldifs_step.py`)", "",
+            f"mini-CLIP architecture, batch {r['batch']} of Animal-MNIST, median of {r['repeats']} interleaved steps "
+            f"(forward, loss, backward, AdamW), torch {r['torch']}, {r['threads']} threads.", "",
+            "| variant | median step (s) | ratio to fine-tuning |", "|---|---|---|",
+            f"| fine-tuning | {r['finetune']['median_step_s']:.3f} | 1.00 |",
+            f"| LDIFS, anchor features read from the cache (every epoch after the first) | {r['ldifs']['median_step_s']:.3f} | {r['ratio_ldifs_later_epochs']:.2f} |",
+            f"| LDIFS, frozen tower run on the batch (first epoch; the reference code's every step) | {r['ldifs_nocache']['median_step_s']:.3f} | {r['ratio_ldifs_first_epoch']:.2f} |",
+            "",
+            "Whole-task ratio by epochs: " + ", ".join(
+                f"{e} epoch{'s' if e > 1 else ''} {r[f'ratio_ldifs_over_finetune_{e}_epochs']:.2f}x" for e in (1, 3, 10)) + ".",
+            "",
+            f"Zero-shot evaluation throughput (image features, mini-CLIP, batch 256): {r['zero_shot_images_per_s']:.0f} images/s.",
+            "",
+        ]
+    qs = RESULTS / "quickstart.json"
+    if qs.exists():
+        r = json.loads(qs.read_text())
+        lines += ["## Quickstart (`bench/quickstart.py`)", ""]
+        for k, label in (("fresh", "fresh cache (dataset conversion + mini-CLIP build + run)"), ("warm", "warm cache")):
+            if k in r:
+                lines.append(f"- {label}: {r[k]['wall_s']:.0f} s wall, peak memory {r[k]['peak_rss_mb']:.0f} MB")
+        if "warm" in r:
+            lines += ["", "Its table:", "", r["warm"]["table"], ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if "--summary" not in sys.argv:
+        for script in ("ldifs_step.py", "quickstart.py"):
+            subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
+    (ROOT / "docs" / "benchmarks.md").write_text(summary())
+    print(summary())
+
+
+if __name__ == "__main__":
+    main()
