@@ -38,7 +38,7 @@ def measure(cache: str, out_dir: str) -> dict:
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
     if int(line[1]) != 0:
         raise SystemExit(f"quickstart failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
-    table = proc.stdout[: proc.stdout.index("BENCH")]
+    table = proc.stdout[: proc.stdout.index("BENCH")].split("\n\nreports:")[0]
     return {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024, "table": table.strip()}
 
 

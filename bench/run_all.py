@@ -43,7 +43,7 @@ def summary() -> str:
             if k in r:
                 lines.append(f"- {label}: {r[k]['wall_s']:.0f} s wall, peak memory {r[k]['peak_rss_mb']:.0f} MB")
         if "warm" in r:
-            lines += ["", "Its table:", "", r["warm"]["table"], ""]
+            lines += ["", "Its table:", "", r["warm"]["table"].split("\n\nreports:")[0], ""]
     return "\n".join(lines) + "\n"
 
 

@@ -57,10 +57,11 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     seed_everything(cfg.seed)
-    tasks = [load_task(n) for n in cfg.sequence]
-    probes = [load_task(n) for n in cfg.probes]
     _check_tasks(cfg)
-    encoder = load_dual_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    with accelerator.main_process_first():  # one process converts data and builds the zoo model
+        tasks = [load_task(n) for n in cfg.sequence]
+        probes = [load_task(n) for n in cfg.probes]
+        encoder = load_dual_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
     model = ImageClassifier(encoder, tasks).to(accelerator.device)
     method.setup(model)
     probe_heads = {p.name: encoder.zero_shot_head(p.class_names, p.templates) for p in probes}

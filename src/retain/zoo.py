@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from retain.errors import RetainError, suggest
+from retain.losses import contrastive_loss
 from retain.paths import cache_dir
 from retain.progress import bar, say
 
@@ -226,14 +227,8 @@ def _train_mini_clip(recipe: dict, progress: bool):
         key = np.concatenate([k[i] for k, i in zip(keys, idx)])
         uniq, target = np.unique(key, return_inverse=True)
         rows = torch.tensor([offsets[u] + rng.integers(0, offsets[u + 1] - offsets[u]) for u in uniq])
-        img = F.normalize(model.image_forward(model.preprocess(batch.permute(0, 2, 3, 1)))[0], dim=-1)
-        txt = F.normalize(caption_features(rows), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (B, U)
-        target_t = torch.from_numpy(target)
-        positives = F.one_hot(target_t, len(uniq)).T.float()  # (U, B)
-        loss_i = F.cross_entropy(logits, target_t)
-        loss_t = -(logits.T.log_softmax(-1) * positives).sum(1).div(positives.sum(1)).mean()
-        loss = (loss_i + loss_t) / 2
+        img = model.image_forward(model.preprocess(batch.permute(0, 2, 3, 1)))[0]
+        loss = contrastive_loss(img, caption_features(rows), torch.from_numpy(target), model.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -9,20 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from retain.losses import contrastive_loss
 from retain.methods.base import Method, TaskContext, register
-
-
-def contrastive_loss(image_features, text_features, caption_of_item, logit_scale) -> torch.Tensor:
-    """Symmetric InfoNCE where items sharing a caption are all positives of it."""
-    img = F.normalize(image_features, dim=-1)
-    txt = F.normalize(text_features, dim=-1)
-    logits = logit_scale.exp().clamp(max=100) * img @ txt.T  # (B, U)
-    positives = F.one_hot(caption_of_item, txt.shape[0]).T.float()  # (U, B)
-    loss_i = F.cross_entropy(logits, caption_of_item)
-    loss_t = -(logits.T.log_softmax(-1) * positives).sum(1).div(positives.sum(1)).mean()
-    return (loss_i + loss_t) / 2
 
 
 @register
