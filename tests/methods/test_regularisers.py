@@ -150,3 +150,38 @@ def test_method_registry_errors():
     with pytest.raises(RetainError, match="method_args.ldifs.alpa"):
         create_method("ldifs", {"alpa": 3})
     assert create_method("ldifs").opts.alpha == 10.0
+
+
+def test_wise_ft_hooks_alpha_zero_restores_the_start(tiny_clip_dir):
+    enc = load_dual_encoder(str(tiny_clip_dir))
+    task = _task()
+    model = ImageClassifier(enc, [task])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    method = create_method("wise_ft", {"alpha": 0.0})
+    method.before_task(_ctx(model, task))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    method.after_task(_ctx(model, task))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, start[k])
+
+
+def test_replay_buffer_is_bounded_and_shared_equally():
+    method = create_method("replay", {"buffer_size": 30, "replay_fraction": 0.5})
+    method.setup(None)
+    tasks = [_task(n=40, seed=s) for s in range(3)]
+    for t in tasks:
+        t.name = f"toy{tasks.index(t)}"
+    for k, t in enumerate(tasks):
+        ctx = TaskContext(task=t, index=k, train=t.split("train"), model=None, tasks=tasks,
+                          train_splits=[x.split("train") for x in tasks], device=torch.device("cpu"),
+                          seed=k, batch_size=8)
+        method.after_task(ctx)
+        counts = torch.bincount(method.buffer[:, 0], minlength=k + 1)
+        assert len(method.buffer) <= 30
+        assert counts.tolist() == [30 // (k + 1)] * (k + 1)
+    # the buffer survives a resume
+    again = create_method("replay")
+    again.load_state_dict(method.state_dict())
+    torch.testing.assert_close(again.buffer, method.buffer)
