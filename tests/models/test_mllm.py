@@ -1,0 +1,75 @@
+"""The MLLM interface on a tiny random LLaVA saved to disk with a real chat tokenizer."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from retain.errors import RetainError
+from retain.models.mllm import IGNORE, load_mllm
+
+
+@pytest.fixture(scope="module")
+def mllm(tiny_llava_dir):
+    return load_mllm(str(tiny_llava_dir))
+
+
+def images(n, seed=0):
+    return list(np.random.default_rng(seed).integers(0, 255, (n, 20, 20, 3), dtype=np.uint8))
+
+
+def test_answer_only_loss_masking(mllm):
+    qs, ans = ["What is this?", "Which colour is the big shape here?"], ["a cat", "red"]
+    batch = mllm.training_batch(images(2), qs, ans)
+    tok = mllm.tokenizer
+    for k in range(2):
+        labels = batch["labels"][k]
+        kept = labels[labels != IGNORE].tolist()
+        assert kept == tok(ans[k] + tok.eos_token, add_special_tokens=False)["input_ids"]
+        # the kept labels are the last real tokens of the row, right before the padding
+        real = int(batch["attention_mask"][k].sum())
+        assert batch["input_ids"][k][real - len(kept):real].tolist() == kept
+        assert (labels[real:] == IGNORE).all()
+    # the loss equals a direct cross-entropy over those positions
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        logits = mllm.model(**inputs).logits.float()
+        direct = []
+        for k in range(2):
+            pos = (batch["labels"][k] != IGNORE).nonzero()[:, 0]
+            direct += [F.cross_entropy(logits[k, p - 1][None], batch["labels"][k, p][None]) for p in pos]
+        expected = torch.stack(direct).mean()
+        got = mllm.training_loss(images(2), qs, ans)
+    torch.testing.assert_close(got, expected)
+
+
+def test_loglik_equals_direct_per_option_computation(mllm):
+    img = images(1)[0]
+    options = ["cat", "golden retriever", "a red circle shape", "7"]
+    shared = mllm.loglik(img, "What is in the image?", options)
+    enc = mllm._encode([img], [mllm.chat_prompt("What is in the image?")], "left")
+    for opt, score in zip(options, shared):
+        ids = mllm.tokenizer(opt, add_special_tokens=False)["input_ids"]
+        full = torch.cat([enc["input_ids"], torch.tensor([ids])], 1)
+        with torch.no_grad():
+            logp = mllm.model(input_ids=full, attention_mask=torch.ones_like(full),
+                              pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
+        p = enc["input_ids"].shape[1]
+        direct = sum(logp[p + k - 1, t].item() for k, t in enumerate(ids))
+        assert score == pytest.approx(direct, abs=1e-4)
+
+
+def test_generate_is_batched_greedy_and_deterministic(mllm):
+    qs = ["What is this?", "Name the object in the picture, please."]
+    a = mllm.generate(images(2), qs, max_new_tokens=4, batch_size=2)
+    b = [mllm.generate(images(2)[k:k + 1], qs[k:k + 1], max_new_tokens=4)[0] for k in range(2)]
+    assert len(a) == 2 and all(isinstance(x, str) for x in a)
+    assert a == b  # left padding does not change a greedy answer
+    assert mllm.generate(None, ["Say hi."], max_new_tokens=3)  # text-only turn
+
+
+def test_bad_names_and_options(mllm):
+    with pytest.raises(RetainError, match="Unknown MLLM"):
+        load_mllm("not-an-mllm")
+    with pytest.raises(RetainError, match="has no tokens"):
+        mllm.loglik(images(1)[0], "q", ["cat", ""])
