@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +19,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="YAML preset, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 methods=[ldifs]")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+
+    p = sub.add_parser("eval", help="EMT: evaluate an MLLM as an image classifier")
+    p.add_argument("--model", required=True, help="an MLLM: hf:<hub id> or a saved model folder")
+    p.add_argument("--tasks", default="fashion-mnist,animal-mnist,easyvqa-shape,easyvqa-color,textile,digits",
+                   help="comma-separated classification tasks")
+    p.add_argument("--mode", default="rule", choices=["rule", "judge", "likelihood"], help="how answers are scored")
+    p.add_argument("--limit", type=int, default=200, help="test items per task (0: all)")
+    p.add_argument("--encoder", default=None, help="the MLLM's vision encoder as a dual encoder, for the zero-shot column")
+    p.add_argument("--template", default=None, help="prompt template with {noun} and {classes}")
+    p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--judge-model", default=None, help="the judge's model name at that endpoint")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
+    p.add_argument("--out", default=None, help="output folder (default runs/eval/<model>-<mode>)")
 
     p = sub.add_parser("compare", help="table of finished runs, methods as rows")
     p.add_argument("runs", nargs="+", help="run directories, or directories holding them")
@@ -73,6 +87,56 @@ def cmd_run(args) -> int:
     print(table)
     print(f"\nreports: {', '.join(str(r / 'report.html') for r in runs)}")
     print(f"comparison: {group / 'comparison.html'} (table in {group / 'comparison.md'})")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from retain.data import load_task
+    from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
+    from retain.io import write_json, write_text
+    from retain.models.mllm import load_mllm
+    from retain.rundir import versions
+
+    tasks = [load_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise RetainError("--tasks names no task.")
+    judge = None
+    if args.mode == "judge":
+        if not (args.judge_url and args.judge_model):
+            raise RetainError("--mode judge needs --judge-url and --judge-model (the key comes from --judge-key-env).")
+        from retain.eval.judge import LLMJudge
+        from retain.llm import ChatClient
+        from retain.paths import cache_dir
+
+        judge = LLMJudge(ChatClient(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
+                                    cache_dir=str(cache_dir("judge"))))
+    mllm = load_mllm(args.model)
+    encoder = None
+    if args.encoder:
+        from retain.models import load_dual_encoder
+
+        encoder = load_dual_encoder(args.encoder)
+    out = Path(args.out or Path("runs") / "eval" / f"{Path(args.model.replace('hf:', '')).name}-{args.mode}")
+    rows, summaries = [], []
+    for task in tasks:
+        res = evaluate_emt(mllm, task, args.mode, limit=args.limit or None, judge=judge, encoder=encoder,
+                           template=args.template or EMT_TEMPLATE)
+        write_text(out / "records" / f"{task.name.replace('/', '_')}.jsonl",
+                   "".join(json.dumps(r, sort_keys=True) + "\n" for r in res.records))
+        summaries.append(res.summary())
+        c = res.counts
+        fmt = (lambda v: "-" if v is None else f"{100 * v:.1f}")
+        rows.append(f"| {task.name} | {fmt(res.accuracy)} | {fmt(res.encoder_zero_shot)} | {fmt(res.gap)} | "
+                    f"{c['wrong_class']} | {c['several_classes']} | {c['outside_label_set']} | {c['judge_error']} |")
+    write_json(out / "results.json", {"model": args.model, "mode": args.mode, "limit": args.limit,
+                                      "encoder": args.encoder, "template": args.template or EMT_TEMPLATE,
+                                      "judge": {"url": args.judge_url, "model": args.judge_model} if judge else None,
+                                      "tasks": summaries, "versions": versions()})
+    table = ["| task | MLLM acc | encoder zero-shot | gap | wrong class | several classes | outside label set | judge errors |",
+             "|---|---|---|---|---|---|---|---|", *rows]
+    write_text(out / "emt.md", "\n".join(table) + "\n")
+    print("\n".join(table))
+    print(f"\nwritten: {out / 'results.json'}, {out / 'emt.md'}, {out / 'records'}/")
     return 0
 
 
@@ -138,7 +202,7 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") in ("0", "")
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
 
 if __name__ == "__main__":
     sys.exit(main())

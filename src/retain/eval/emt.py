@@ -1,0 +1,110 @@
+"""EMT: evaluate an MLLM as an image classifier (Zhai et al., 2023, arXiv 2309.10313).
+
+The MLLM sees the image and the prompt "What is the object in the image? Please only
+answer a single object in [c1, c2, ...]." (`number` for digits) and its answer is scored
+three ways:
+
+- `rule`: the deterministic matcher of `emt_match` (normalisation, plurals, synonyms,
+  exactly one class named);
+- `judge`: an LLM judge on any OpenAI-compatible endpoint (`judge`), failures reported
+  per item and the failure type of a wrong answer taken from the matcher;
+- `likelihood`: no generation; the class names are ranked by the MLLM's log-probability.
+
+Per dataset: MLLM accuracy, the vision encoder's own zero-shot accuracy beside it, the
+gap, and the paper's failure types (wrong class, several classes, a class outside the
+label set) with counts and examples.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retain.data.task import Task
+from retain.errors import RetainError
+from retain.eval.emt_match import OUTCOMES, RuleMatcher
+from retain.progress import bar
+
+EMT_TEMPLATE = "What is the {noun} in the image? Please only answer a single {noun} in [{classes}]."
+NUMBER_TASKS = ("digits",)
+MODES = ("rule", "judge", "likelihood")
+
+
+def emt_prompt(task: Task, template: str = EMT_TEMPLATE) -> str:
+    noun = "number" if task.name in NUMBER_TASKS else "object"
+    return template.format(noun=noun, classes=", ".join(task.class_names))
+
+
+@dataclass
+class EMTResult:
+    task: str
+    mode: str
+    accuracy: float
+    encoder_zero_shot: float | None
+    counts: dict[str, int]
+    examples: dict[str, list[dict]]
+    records: list[dict] = field(repr=False, default_factory=list)
+
+    @property
+    def gap(self) -> float | None:
+        return None if self.encoder_zero_shot is None else self.accuracy - self.encoder_zero_shot
+
+    def summary(self) -> dict:
+        return {"task": self.task, "mode": self.mode, "mllm_accuracy": self.accuracy,
+                "encoder_zero_shot": self.encoder_zero_shot, "gap": self.gap,
+                "counts": self.counts, "examples": self.examples}
+
+
+def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None, judge=None,
+                 encoder=None, template: str = EMT_TEMPLATE, batch_size: int = 8,
+                 max_new_tokens: int = 16, examples_per_type: int = 3) -> EMTResult:
+    """EMT on `task`'s test split. `encoder` (a DualEncoder) gives the zero-shot column."""
+    if mode not in MODES:
+        raise RetainError(f"Unknown EMT scoring mode {mode!r}: use one of {', '.join(MODES)}.")
+    if mode == "judge" and judge is None:
+        raise RetainError("EMT mode 'judge' needs a judge endpoint (--judge-url and --judge-model).")
+    split = task.split("test").subset(limit)
+    prompt = emt_prompt(task, template)
+    matcher = RuleMatcher(task.class_names)
+    records = []
+    if mode == "likelihood":
+        for i in bar(range(len(split)), desc=f"EMT likelihood on {task.name}"):
+            scores = mllm.loglik(split.images[i], prompt, task.class_names)
+            pred = int(np.argmax(scores))
+            label = int(split.labels[i])
+            records.append({"index": i, "label": label, "answer": task.class_names[pred], "predicted": pred,
+                            "outcome": "correct" if pred == label else "wrong_class"})
+    else:
+        answers = []
+        for s in bar(range(0, len(split), batch_size), desc=f"EMT generation on {task.name}"):
+            ims = list(split.images[s:s + batch_size])
+            answers += mllm.generate(ims, [prompt] * len(ims), max_new_tokens=max_new_tokens, batch_size=batch_size)
+        for i, answer in enumerate(answers):
+            label = int(split.labels[i])
+            m = matcher.match(answer, label)
+            rec = {"index": i, "label": label, "answer": answer, "predicted": m.predicted, "outcome": m.outcome}
+            if mode == "judge":
+                v = judge.judge(answer, task.class_names[label], task.class_names)
+                rec["judge_reply"] = v.reply
+                if v.correct is None:
+                    rec["outcome"], rec["judge_error"] = "judge_error", v.error
+                elif v.correct:
+                    rec["outcome"] = "correct"
+                elif m.outcome == "correct":  # the judge disagrees with the matcher: a wrong class
+                    rec["outcome"] = "wrong_class"
+            records.append(rec)
+    counts = Counter(r["outcome"] for r in records)
+    scored = [r for r in records if r["outcome"] != "judge_error"]
+    accuracy = sum(r["outcome"] == "correct" for r in scored) / max(len(scored), 1)
+    examples = {o: [{"answer": r["answer"], "label": task.class_names[r["label"]]}
+                    for r in records if r["outcome"] == o][:examples_per_type]
+                for o in (*OUTCOMES[1:], "judge_error") if counts.get(o)}
+    zs = None
+    if encoder is not None:
+        from retain.eval.classification import zero_shot
+
+        zs = zero_shot(encoder, task, limit=limit).accuracy
+    full_counts = {o: counts.get(o, 0) for o in (*OUTCOMES, "judge_error")}
+    return EMTResult(task.name, mode, accuracy, zs, full_counts, examples, records)

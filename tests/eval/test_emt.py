@@ -1,0 +1,81 @@
+"""EMT end to end on a tiny LLaVA: the evaluator's bookkeeping and `retain eval`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retain.data.task import ImageSplit, Task
+from retain.errors import RetainError
+from retain.eval.emt import emt_prompt, evaluate_emt
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ScriptedMLLM:
+    """Answers from a list, to check the evaluator's counting against a hand-made table."""
+
+    def __init__(self, answers, scores=None):
+        self.answers, self.scores = list(answers), scores
+
+    def generate(self, images, questions, max_new_tokens=16, batch_size=8):
+        out, self.answers = self.answers[:len(questions)], self.answers[len(questions):]
+        return out
+
+    def loglik(self, image, question, options):
+        return self.scores.pop(0)
+
+
+def toy_task():
+    split = ImageSplit(np.zeros((5, 4, 4, 1), np.uint8), np.array([0, 1, 2, 0, 1]))
+    return Task("toy", ["cat", "dog", "bird"], {"train": split, "val": split, "test": split})
+
+
+def test_counts_and_accuracy_by_hand():
+    task = toy_task()
+    mllm = ScriptedMLLM(["A cat.", "cat", "a bird or a dog", "tiger", "dogs"])
+    res = evaluate_emt(mllm, task, "rule", batch_size=2)
+    # correct: items 0 and 4; wrong: item 1; several: item 2; outside: item 3
+    assert res.accuracy == pytest.approx(2 / 5)
+    assert res.counts == {"correct": 2, "wrong_class": 1, "several_classes": 1, "outside_label_set": 1, "judge_error": 0}
+    assert res.examples["outside_label_set"] == [{"answer": "tiger", "label": "cat"}]
+
+
+def test_likelihood_mode_takes_the_best_option():
+    task = toy_task()
+    scores = [[-1, -2, -3], [-1, -0.5, -9], [-5, -4, -3], [-1, -2, -3], [0, -1, -2]]
+    res = evaluate_emt(ScriptedMLLM([], scores), task, "likelihood")
+    assert [r["predicted"] for r in res.records] == [0, 1, 2, 0, 0]
+    assert res.accuracy == pytest.approx(4 / 5)
+
+
+def test_prompt_and_bad_mode():
+    assert emt_prompt(toy_task()) == ("What is the object in the image? Please only answer a single object in "
+                                      "[cat, dog, bird].")
+    digits = Task("digits", [str(i) for i in range(10)], {})
+    assert "single number in [0, 1," in emt_prompt(digits)
+    with pytest.raises(RetainError, match="Unknown EMT scoring mode"):
+        evaluate_emt(None, toy_task(), "vibes")
+    with pytest.raises(RetainError, match="needs a judge"):
+        evaluate_emt(None, toy_task(), "judge")
+
+
+@pytest.mark.parametrize("mode", ["rule", "likelihood"])
+def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "retain", "--quiet", "eval", "--model", str(tiny_llava_dir),
+                           "--tasks", "digits,textile", "--mode", mode, "--limit", "6", "--encoder", str(tiny_clip_dir),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RETAIN_QUIET": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert [t["task"] for t in res["tasks"]] == ["digits", "textile"]
+    for t in res["tasks"]:
+        assert sum(t["counts"].values()) == 6 and 0 <= t["mllm_accuracy"] <= 1
+        assert t["gap"] == pytest.approx(t["mllm_accuracy"] - t["encoder_zero_shot"])
+    assert len((out / "records" / "digits.jsonl").read_text().splitlines()) == 6
+    assert "| digits |" in proc.stdout
