@@ -7,7 +7,8 @@ import torch
 from retain.config import load_config
 from retain.methods import METHODS
 from retain.models import load_dual_encoder
-from retain.train import run_method, warmup_cosine
+from retain.schedule import warmup_cosine
+from retain.train import run_method
 
 
 def tiny(tmp_path, model, **over):

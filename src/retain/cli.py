@@ -79,7 +79,9 @@ def cmd_run(args) -> int:
     for name in cfg.methods:
         run_method(cfg, name, resume=args.resume)
         runs.append(group / name)
-    if not _is_main():
+    from retain.progress import is_main
+
+    if not is_main():
         return 0
     for r in runs:
         write_report(r)
@@ -194,12 +196,6 @@ def _common_parent(paths) -> str:
     import os
 
     return os.path.commonpath([str(p.resolve()) for p in paths]) if len(paths) > 1 else str(paths[0])
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") in ("0", "")
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}

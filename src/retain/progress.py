@@ -18,15 +18,15 @@ def set_quiet(value: bool) -> None:
 
 def bar(iterable=None, desc: str = "", total: int | None = None, disable: bool = False, **kw):
     """A tqdm bar with counts, rate and time left, off in quiet mode or on non-main processes."""
-    return tqdm(iterable, desc=desc, total=total, disable=disable or quiet() or not _is_main(),
+    return tqdm(iterable, desc=desc, total=total, disable=disable or quiet() or not is_main(),
                 dynamic_ncols=True, file=sys.stderr, **kw)
 
 
 def say(message: str) -> None:
     """A status line on stderr from the main process, unless quiet."""
-    if not quiet() and _is_main():
+    if not quiet() and is_main():
         print(message, file=sys.stderr, flush=True)
 
 
-def _is_main() -> bool:
+def is_main() -> bool:
     return os.environ.get("LOCAL_RANK", "0") in ("0", "") and os.environ.get("RANK", "0") in ("0", "")

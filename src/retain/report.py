@@ -79,9 +79,9 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
     csv.writer(buf).writerows([header] + rows)
     write_text(out_dir / "comparison.csv", buf.getvalue())
     write_text(out_dir / "comparison.json", json.dumps({"header": header, "rows": rows, "runs": [str(r) for r in runs]}, indent=2))
-    figs = [(f"accuracy matrix: {read_json(r / 'results.json')['method']}", _heatmap(read_json(r / "results.json")))
-            for r in runs]
-    figs.append(("concept forgetting (zero-shot accuracy change on held-out datasets)", _cf_bars(runs)))
+    results = [read_json(r / "results.json") for r in runs]
+    figs = [(f"accuracy matrix: {res['method']}", _heatmap(res)) for res in results]
+    figs.append(("concept forgetting (zero-shot accuracy change on held-out datasets)", _cf_bars(results)))
     body = "<h2>Comparison</h2>" + _html_table(header, rows) + f"<p>{html.escape(note)}</p>"
     body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
     write_text(out_dir / "comparison.html", _page("retain comparison", body))
@@ -179,9 +179,8 @@ def _probe_curves(res) -> bytes:
     return _png(fig)
 
 
-def _cf_bars(runs: list[Path]) -> bytes:
+def _cf_bars(results: list[dict]) -> bytes:
     plt = _plt()
-    results = [read_json(r / "results.json") for r in runs]
     probes = sorted({p for res in results for p in res["probes"]})
     fig, ax = plt.subplots(figsize=(1.5 + 1.3 * max(1, len(probes)), 3.4))
     width = 0.8 / max(1, len(results))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import signal
 import time
@@ -31,6 +30,7 @@ from retain.models import load_dual_encoder
 from retain.models.classifier import ImageClassifier
 from retain.progress import bar, say
 from retain.rundir import RunDir
+from retain.schedule import warmup_cosine
 
 
 def seed_everything(seed: int) -> None:
@@ -189,13 +189,6 @@ def step_loss(wrapped, method: Method, batch: dict, ctx: TaskContext) -> torch.T
     text = method.text_inputs(batch, ctx)
     outputs = wrapped(batch["pixel_values"], batch["heads"], taps=method.taps, text=text)
     return method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Multiplier of the peak learning rate: linear warm-up, then cosine decay to zero."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 _PRETRAINED_ROWS: dict[str, tuple] = {}

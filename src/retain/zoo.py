@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from retain.errors import RetainError, suggest
 from retain.losses import contrastive_loss
 from retain.paths import cache_dir
 from retain.progress import bar, say
+from retain.schedule import warmup_cosine
 
 MINI_CLIP_RECIPE: dict = {
     "version": 1,
@@ -219,7 +219,7 @@ def _train_mini_clip(recipe: dict, progress: bool):
     per_source[0] += bs - sum(per_source)
     model.train()
     for step in bar(range(steps), desc="building mini-CLIP", disable=not progress):
-        scale = _warmup_cosine(step, recipe["warmup_steps"], steps)
+        scale = warmup_cosine(step, recipe["warmup_steps"], steps)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * scale
         idx = [rng.integers(0, len(k), n) for k, n in zip(keys, per_source)]
@@ -239,8 +239,3 @@ def _train_mini_clip(recipe: dict, progress: bool):
             "text_config": text.config.to_dict(), "recipe_hash": recipe_hash(recipe)}
     return model.eval(), spec
 
-
-def _warmup_cosine(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))

@@ -1,7 +1,6 @@
 """Regularisers against direct computations of their published formulas."""
 
 import copy
-import math
 
 import numpy as np
 import pytest
