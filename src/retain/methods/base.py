@@ -29,7 +29,7 @@ def register(cls: type["Method"]) -> type["Method"]:
 
 @dataclass
 class NoOptions:
-    pass
+    """A method without options."""
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Method:
         return [*enc.vision.parameters(), *enc.visual_projection.parameters(), *model.heads.parameters()]
 
     def before_task(self, ctx: TaskContext) -> None:
-        pass
+        """Called before the task's first step (store anchors, fit a probe, ...)."""
 
     def extend_batch(self, batch: dict, ctx: TaskContext) -> dict:
         """Add items to a training batch (replay)."""
@@ -87,14 +87,14 @@ class Method:
         return 0.0
 
     def after_task(self, ctx: TaskContext) -> None:
-        pass
+        """Called after the task's last step, before its evaluation (consolidate, merge)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors this method must keep across a resume (saved as safetensors)."""
         return {}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        pass
+        """Restore what `state_dict` returned (on --resume)."""
 
 
 def create_method(name: str, args: dict | None = None) -> Method:
