@@ -43,3 +43,22 @@ def test_mini_clip_knows_its_pretraining_concepts_only():
 
     enc = load_dual_encoder("mini-clip")
     assert enc.num_blocks == 6 and enc.image_size == 32
+
+
+@pytest.mark.slow
+def test_mini_llava_smoke_build_loads_and_answers(tmp_path):
+    from retain.models.mllm import load_mllm
+    from retain.zoo_llava import build_mini_llava
+
+    recipe = {**zoo.MINI_LLAVA_RECIPE,
+              "align": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1},
+              "instruct": {"steps": 2, "batch_size": 2, "lr": 2e-4, "warmup_steps": 1, "lora_r": 4,
+                           "lora_alpha": 8, "text_fraction": 0.5}}
+    path = build_mini_llava(recipe, tmp_path / "mini-llava", progress=False)
+    mllm = load_mllm(str(path))
+    from retain.data import load_task
+
+    image = load_task("fashion-mnist").split("test").images[0]
+    assert len(mllm.generate([image], ["What type of clothing is this?"], max_new_tokens=4)) == 1
+    assert "5" in mllm.generate(None, ["What is 2 plus 3?"], max_new_tokens=10)[0]  # text skill kept
+    assert not any(n.startswith("base_model") or "lora_" in n for n, _ in mllm.model.named_parameters())

@@ -49,13 +49,28 @@ MINI_CLIP_RECIPE: dict = {
     "seed": 0,
 }
 
+MINI_LLAVA_RECIPE: dict = {
+    "version": 1,
+    "vision": "mini-clip",
+    "vision_recipe": None,  # filled below: mini-CLIP's recipe hash
+    "lm": "SmolLM2-135M-Instruct",
+    "vision_feature_layer": -2,
+    "align": {"steps": 100, "batch_size": 16, "lr": 1e-3, "warmup_steps": 10},
+    "instruct": {"steps": 150, "batch_size": 16, "lr": 2e-4, "warmup_steps": 10, "lora_r": 16, "lora_alpha": 32,
+                 "text_fraction": 0.15},
+    "seed": 0,
+}
+
 EASYVQA_WORDINGS = ["a {c} {s}.", "a photo of a {c} {s}.", "a {c} {s} shape.", "a drawing of a {c} {s}."]
-RECIPES = {"mini-clip": MINI_CLIP_RECIPE}
+RECIPES = {"mini-clip": MINI_CLIP_RECIPE, "mini-llava": MINI_LLAVA_RECIPE}
 ZERO_SHOT_TASKS = ["fashion-mnist", "easyvqa-shape", "easyvqa-color", "animal-mnist", "textile", "digits"]
 
 
 def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+MINI_LLAVA_RECIPE["vision_recipe"] = recipe_hash(MINI_CLIP_RECIPE)
 
 
 def model_dir(name: str, recipe: dict | None = None) -> Path:
@@ -81,6 +96,10 @@ def build(name: str, progress: bool = True, recipe: dict | None = None, force: b
     if (target / "DONE").exists() and not force:
         say(f"{name} is already built at {target}")
         return target
+    if name == "mini-llava":
+        from retain.zoo_llava import build_mini_llava
+
+        return build_mini_llava(recipe, target, progress)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         start = time.time()

@@ -154,9 +154,13 @@ def load_mllm(name: str, trust_remote_code: bool = False, dtype=None) -> MLLM:
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    if name == "mini-llava":
+        from retain import zoo
+
+        name = str(zoo.ensure("mini-llava"))
     ident = name[3:] if name.startswith("hf:") else name
     if not name.startswith("hf:") and not Path(name).is_dir():
-        raise RetainError(f"Unknown MLLM {name!r}: use 'hf:<hub id>' or the path of a saved model folder.")
+        raise RetainError(f"Unknown MLLM {name!r}: use 'mini-llava', 'hf:<hub id>' or the path of a saved model folder.")
     try:
         processor = AutoProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(ident, use_safetensors=True, dtype=dtype,

@@ -1,0 +1,108 @@
+"""Building mini-LLaVA the way LLaVA-1.5 is built (Liu et al., 2023), on offline assets.
+
+mini-CLIP's image tower + a two-layer MLP projector + SmolLM2-135M-Instruct.
+Stage 1 aligns the projector on image captions (tower and LM frozen). Stage 2 tunes the
+projector and LoRA adapters on the LM's attention and MLP projections with the
+instruction mix of `retain.data.instructions`; the adapters are merged at the end, so the
+result is a plain `LlavaForConditionalGeneration` folder that any LLaVA code can load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from retain.progress import bar, say
+from retain.schedule import warmup_cosine
+
+LM_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
+    """Train mini-LLaVA per `recipe` into `target` (atomically); returns `target`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from retain.data.instructions import caption_items, question_items, self_distilled_text_items
+    from retain.llava_parts import compose_llava, smollm2_dir
+    from retain.models import load_dual_encoder
+    from retain.models.mllm import MLLM
+
+    start = time.time()
+    torch.manual_seed(recipe["seed"])
+    lm_dir = smollm2_dir()
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    encoder = load_dual_encoder(recipe["vision"], progress=progress)
+    model, processor = compose_llava(encoder.vision, lm, tokenizer, encoder.image_mean.flatten().tolist(),
+                                     encoder.image_std.flatten().tolist(),
+                                     vision_feature_layer=recipe["vision_feature_layer"], seed=recipe["seed"])
+    mllm = MLLM(model, processor)
+    text_items = self_distilled_text_items(mllm)
+
+    # Stage 1: the projector alone.
+    for name, p in model.named_parameters():
+        p.requires_grad_("multi_modal_projector" in name)
+    a = recipe["align"]
+    _train(mllm, caption_items(a["steps"] * a["batch_size"], recipe["seed"]), [], a, "mini-LLaVA stage 1 (align)",
+           progress, recipe["seed"])
+
+    # Stage 2: projector + LoRA on the LM, then merged.
+    from peft import LoraConfig, get_peft_model
+
+    s = recipe["instruct"]
+    peft_model = get_peft_model(model, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=0.0,
+                                                  target_modules=LM_TARGETS))
+    for name, p in peft_model.named_parameters():
+        p.requires_grad_("lora_" in name or "multi_modal_projector" in name)
+    mllm.model = peft_model
+    _train(mllm, question_items(s["steps"] * s["batch_size"], recipe["seed"] + 1), text_items, s,
+           "mini-LLaVA stage 2 (instruct)", progress, recipe["seed"] + 1)
+    model = peft_model.merge_and_unload()
+    model.eval()
+
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
+        (tmp / "DONE").write_text(f"built in {time.time() - start:.0f} s\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    say(f"mini-llava built in {time.time() - start:.0f} s -> {target}")
+    return target
+
+
+def _train(mllm, items, text_items, stage: dict, desc: str, progress: bool, seed: int) -> None:
+    """AdamW over the parameters that require grad; a `text_fraction` of batches are text-only."""
+    rng = np.random.default_rng(seed)
+    model = mllm.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=stage["lr"], weight_decay=0.0)
+    model.train()
+    bs, steps = stage["batch_size"], stage["steps"]
+    for step in bar(range(steps), desc=desc, disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = stage["lr"] * warmup_cosine(step, stage["warmup_steps"], steps)
+        if text_items and rng.random() < stage.get("text_fraction", 0.0):
+            batch = [text_items[i] for i in rng.integers(0, len(text_items), bs)]
+            loss = mllm.training_loss(None, [b.question for b in batch], [b.answer for b in batch])
+        else:
+            batch = items[step * bs:(step + 1) * bs]
+            loss = mllm.training_loss([b.image for b in batch], [b.question for b in batch], [b.answer for b in batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    model.eval()
+
