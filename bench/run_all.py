@@ -44,12 +44,23 @@ def summary() -> str:
                 lines.append(f"- {label}: {r[k]['wall_s']:.0f} s wall, peak memory {r[k]['peak_rss_mb']:.0f} MB")
         if "warm" in r:
             lines += ["", "Its table:", "", r["warm"]["table"].split("\n\nreports:")[0], ""]
+    ml = RESULTS / "mini_llava.json"
+    if ml.exists():
+        r = json.loads(ml.read_text())
+        emt = r["emt_fashion_rule"]
+        lines += ["## mini-LLaVA (`bench/mini_llava.py`)", "",
+                  f"- build: {r['build']} (mini-CLIP and SmolLM2 already cached)",
+                  f"- easy-VQA test, likelihood ranking over {r['items']} images: shape {100 * r['easyvqa_shape_accuracy']:.1f}% "
+                  f"(chance {100 * r['easyvqa_shape_chance']:.1f}%), colour {100 * r['easyvqa_color_accuracy']:.1f}% "
+                  f"(chance {100 * r['easyvqa_color_chance']:.1f}%); {r['likelihood_images_per_s']:.1f} images/s",
+                  f"- EMT on Fashion-MNIST (rule matcher): {100 * emt['mllm_accuracy']:.1f}%, counts {emt['counts']}",
+                  f"- text-only questions answered right: {r['text_only_hits']} of {len(r['text_only'])}", ""]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     if "--summary" not in sys.argv:
-        for script in ("ldifs_step.py", "quickstart.py"):
+        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
     print(summary())
