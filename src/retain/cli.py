@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated classification tasks")
     p.add_argument("--mode", default="rule", choices=["rule", "judge", "likelihood"], help="how answers are scored")
     p.add_argument("--limit", type=int, default=200, help="test items per task (0: all)")
-    p.add_argument("--encoder", default=None, help="the MLLM's vision encoder as a dual encoder, for the zero-shot column")
+    p.add_argument("--encoder", default=None,
+                   help="the MLLM's vision encoder as a dual encoder, for the zero-shot column (default: mini-clip for mini-llava)")
     p.add_argument("--template", default=None, help="prompt template with {noun} and {classes}")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--judge-model", default=None, help="the judge's model name at that endpoint")
@@ -63,14 +64,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     from retain.config import load_config
+    from retain.methods import create_method
+    from retain.models import model_family
     from retain.report import write_comparison, write_report
-    from retain.train import run_method
 
     cfg = load_config(args.config, args.overrides)
-    from retain.methods import create_method
-
+    family = model_family(cfg.model, cfg.family, cfg.trust_remote_code)
+    if family == "mllm":
+        from retain.train_mllm import run_mllm_method as run_method
+    else:
+        from retain.train import run_method
     for name in cfg.methods:  # fail on a bad method name before any training
-        create_method(name, cfg.method_args.get(name))
+        create_method(name, cfg.method_args.get(name), family=family)
     unknown = set(cfg.method_args) - set(cfg.methods)
     if unknown:
         raise RetainError(f"method_args names {sorted(unknown)}, which are not in methods {cfg.methods}.")
@@ -113,11 +118,13 @@ def cmd_eval(args) -> int:
         judge = LLMJudge(ChatClient(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
                                     cache_dir=str(cache_dir("judge"))))
     mllm = load_mllm(args.model)
-    encoder = None
-    if args.encoder:
+    from retain.train_mllm import DEFAULT_ENCODERS
+
+    encoder, encoder_name = None, args.encoder or DEFAULT_ENCODERS.get(args.model)
+    if encoder_name:
         from retain.models import load_dual_encoder
 
-        encoder = load_dual_encoder(args.encoder)
+        encoder = load_dual_encoder(encoder_name)
     out = Path(args.out or Path("runs") / "eval" / f"{Path(args.model.replace('hf:', '')).name}-{args.mode}")
     rows, summaries = [], []
     for task in tasks:
@@ -131,7 +138,7 @@ def cmd_eval(args) -> int:
         rows.append(f"| {task.name} | {fmt(res.accuracy)} | {fmt(res.encoder_zero_shot)} | {fmt(res.gap)} | "
                     f"{c['wrong_class']} | {c['several_classes']} | {c['outside_label_set']} | {c['judge_error']} |")
     write_json(out / "results.json", {"model": args.model, "mode": args.mode, "limit": args.limit,
-                                      "encoder": args.encoder, "template": args.template or EMT_TEMPLATE,
+                                      "encoder": encoder_name, "template": args.template or EMT_TEMPLATE,
                                       "judge": {"url": args.judge_url, "model": args.judge_model} if judge else None,
                                       "tasks": summaries, "versions": versions()})
     table = ["| task | MLLM acc | encoder zero-shot | gap | wrong class | several classes | outside label set | judge errors |",

@@ -46,6 +46,16 @@ class EvalConfig:
     """items per split for the linear probes (0: all)"""
     linear_probe: bool = True
     """also measure linear-probe accuracy on the concept-forgetting datasets"""
+    emt_tasks: list = field(default_factory=list)
+    """MLLM runs: classification datasets evaluated with EMT after every task (or epoch)"""
+    emt_mode: str = "rule"
+    """MLLM runs: EMT scoring, rule (generate + match) or likelihood (rank the class names)"""
+    emt_template: str = ""
+    """MLLM runs: EMT prompt with {noun} and {classes} (empty: the paper's template)"""
+    encoder: str = ""
+    """MLLM runs: the vision encoder as a dual encoder, for EMT's zero-shot column (mini-clip for mini-llava)"""
+    every_epoch: bool = False
+    """also evaluate after every epoch, not only after every task"""
 
 
 @dataclass
@@ -53,7 +63,9 @@ class RunConfig:
     name: str = "run"
     """run name: the run directory is <output_dir>/<name>/<method>/"""
     model: str = "mini-clip"
-    """mini-clip, hf:<hub id>, or a local model folder"""
+    """mini-clip, mini-llava, hf:<hub id>, or a local model folder"""
+    family: str = "auto"
+    """dual_encoder (CLIP-style) or mllm (LLaVA-style); auto decides from the model"""
     sequence: list = field(default_factory=lambda: ["animal-mnist", "digits"])
     """the tasks trained one after another"""
     probes: list = field(default_factory=lambda: ["fashion-mnist", "easyvqa-shape", "easyvqa-color"])

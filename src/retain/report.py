@@ -36,21 +36,24 @@ def find_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
+CF_KINDS = [("zero_shot", "ZS"), ("linear_probe", "LP"), ("emt", "EMT")]
+
+
 def comparison_rows(runs: list[Path]) -> tuple[list[str], list[list]]:
     """Header and rows: one row per run, methods as rows."""
     results = [read_json(r / "results.json") for r in runs]
     probes = sorted({p for res in results for p in res["probes"]})
-    header = ["method"] + [label for _, label in COLUMNS] + ["ZS delta (mean)", "LP delta (mean)"]
-    header += [f"ZS delta {p}" for p in probes]
+    kinds = [(k, label) for k, label in CF_KINDS if any(k in res.get("concept_forgetting", {}) for res in results)]
+    header = ["method"] + [label for _, label in COLUMNS] + [f"{label} delta (mean)" for _, label in kinds]
+    header += [f"{kinds[0][1]} delta {p}" for p in probes] if kinds else []
     rows = []
     for run, res in zip(runs, results):
         cf = res.get("concept_forgetting", {})
-        zs = cf.get("zero_shot", {})
-        lp = cf.get("linear_probe", {})
         row = [res["method"] if len(set(r.name for r in runs)) == len(runs) else str(run)]
         row += [res["metrics"][k] for k, _ in COLUMNS]
-        row += [zs.get("mean_delta"), lp.get("mean_delta")]
-        row += [zs.get("delta", {}).get(p) for p in probes]
+        row += [cf.get(k, {}).get("mean_delta") for k, _ in kinds]
+        if kinds:
+            row += [cf.get(kinds[0][0], {}).get("delta", {}).get(p) for p in probes]
         rows.append(row)
     return header, rows
 
@@ -81,8 +84,15 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
     write_text(out_dir / "comparison.json", json.dumps({"header": header, "rows": rows, "runs": [str(r) for r in runs]}, indent=2))
     results = [read_json(r / "results.json") for r in runs]
     figs = [(f"accuracy matrix: {res['method']}", _heatmap(res)) for res in results]
-    figs.append(("concept forgetting (zero-shot accuracy change on held-out datasets)", _cf_bars(results)))
+    if any(res["probes"] for res in results):
+        figs.append(("concept forgetting (accuracy change on held-out datasets)", _cf_bars(results)))
+    figs += [(f"EMT accuracy across fine-tuning: {res['method']}", _emt_curves(res)) for res in results if "emt" in res]
     body = "<h2>Comparison</h2>" + _html_table(header, rows) + f"<p>{html.escape(note)}</p>"
+    emt = [res for res in results if "emt" in res]
+    if emt:
+        h, r = emt_rows(emt)
+        body += "<h3>EMT accuracy at every evaluation point</h3>" + _html_table(h, r)
+        write_text(out_dir / "emt_curves.md", format_table(h, r) + "\n")
     body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
     write_text(out_dir / "comparison.html", _page("retain comparison", body))
     return table
@@ -91,7 +101,11 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
 def write_report(run: Path) -> Path:
     """Write `report.html` (and figures/) for one finished run."""
     res = read_json(run / "results.json")
-    figs = {"accuracy_matrix": _heatmap(res), "task_curves": _curves(res), "probe_curves": _probe_curves(res)}
+    figs = {"accuracy_matrix": _heatmap(res), "task_curves": _curves(res)}
+    if "probe_zero_shot_curve" in res:
+        figs["probe_curves"] = _probe_curves(res)
+    if "emt" in res:
+        figs["emt_curves"] = _emt_curves(res)
     (run / "figures").mkdir(exist_ok=True)
     for name, png in figs.items():
         (run / "figures" / f"{name}.png").write_bytes(png)
@@ -106,14 +120,41 @@ def write_report(run: Path) -> Path:
         for p in sorted(d["delta"]):
             cf_rows.append([kind, p, d["before"][p], d["after"][p], d["delta"][p]])
     body += "<h3>Concept forgetting</h3>" + _html_table(["evaluator", "dataset", "pre-trained", "after", "delta"], cf_rows)
-    body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in [
-        ("accuracy matrix", figs["accuracy_matrix"]), ("per-task accuracy across the sequence", figs["task_curves"]),
-        ("zero-shot accuracy of held-out datasets across the sequence", figs["probe_curves"])]) + "</div>"
+    if "emt" in res:
+        body += _emt_section(res)
+    titles = {"accuracy_matrix": "accuracy matrix", "task_curves": "per-task accuracy across the sequence",
+              "probe_curves": "zero-shot accuracy of held-out datasets across the sequence",
+              "emt_curves": "EMT accuracy of every dataset across fine-tuning"}
+    body += "<div class='grid'>" + "".join(_figure(titles[k], f) for k, f in figs.items()) + "</div>"
     cfg = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
     out = run / "report.html"
     write_text(out, _page(f"retain report: {res['method']}", body))
     return out
+
+
+def emt_rows(results: list[dict]) -> tuple[list[str], list[list]]:
+    """EMT accuracy per dataset at every evaluation point of every run (and the encoder's)."""
+    datasets = list(dict.fromkeys(d for res in results for d in res["emt"]["datasets"]))
+    header = ["method", "evaluated", *datasets]
+    rows = []
+    zs = next((res["emt"]["encoder_zero_shot"] for res in results if res["emt"].get("encoder_zero_shot")), None)
+    if zs:
+        rows.append([f"vision encoder ({results[0]['emt']['encoder']})", "zero-shot", *[zs.get(d) for d in datasets]])
+    for res in results:
+        for point in res["emt"]["curve"]:
+            rows.append([res["method"], point["label"], *[point["accuracy"].get(d) for d in datasets]])
+    return header, rows
+
+
+def _emt_section(res: dict) -> str:
+    h, r = emt_rows([res])
+    out = f"<h3>EMT ({html.escape(res['emt']['mode'])} scoring) at every evaluation point</h3>" + _html_table(h, r)
+    last = res["emt"]["curve"][-1]
+    outcomes = list(next(iter(last["counts"].values()), {}))
+    rows = [[d, *[last["counts"][d].get(o, 0) for o in outcomes]] for d in last["counts"]]
+    out += f"<h3>EMT outcomes {html.escape(last['label'])}</h3>"
+    return out + _html_table(["dataset", *[o.replace("_", " ") for o in outcomes]], rows)
 
 
 # ---- figures -----------------------------------------------------------------------
@@ -179,17 +220,36 @@ def _probe_curves(res) -> bytes:
     return _png(fig)
 
 
+def _emt_curves(res) -> bytes:
+    plt = _plt()
+    curve = res["emt"]["curve"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    zs = res["emt"].get("encoder_zero_shot") or {}
+    for k, d in enumerate(res["emt"]["datasets"]):
+        line, = ax.plot(range(len(curve)), [p["accuracy"][d] for p in curve], marker="o",
+                        label=d + (" (trained)" if d in res["sequence"] else ""))
+        if d in zs:
+            ax.axhline(zs[d], color=line.get_color(), ls=":", lw=1)
+    ax.set_xticks(range(len(curve)), [p["label"] for p in curve], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(f"EMT accuracy ({res['emt']['mode']})")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{res['method']} (dotted: the vision encoder's zero-shot)", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    return _png(fig)
+
+
 def _cf_bars(results: list[dict]) -> bytes:
     plt = _plt()
     probes = sorted({p for res in results for p in res["probes"]})
     fig, ax = plt.subplots(figsize=(1.5 + 1.3 * max(1, len(probes)), 3.4))
     width = 0.8 / max(1, len(results))
     for k, res in enumerate(results):
-        d = res["concept_forgetting"].get("zero_shot", {}).get("delta", {})
+        cf = res["concept_forgetting"]
+        d = cf.get("zero_shot", cf.get("emt", {})).get("delta", {})
         ax.bar(np.arange(len(probes)) + k * width, [100 * d.get(p, 0.0) for p in probes], width, label=res["method"])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(probes)) + width * (len(results) - 1) / 2, probes)
-    ax.set_ylabel("zero-shot accuracy change (points)")
+    ax.set_ylabel("accuracy change (points)")
     ax.legend(fontsize=8)
     return _png(fig)
 

@@ -128,25 +128,35 @@ def _check_tasks(cfg: RunConfig) -> None:
 
 
 def train_task(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunConfig, run: RunDir) -> None:
-    """Gradient steps on one task: AdamW, linear warm-up then cosine, clipping."""
-    model = ctx.model
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = list(dict.fromkeys(method.trainable(model)))
-    for p in params:
-        p.requires_grad_(True)
-    tc = cfg.train
-    per_process = max(1, tc.batch_size // accelerator.num_processes)
-    split, name = ctx.train, ctx.task.name
+    """Gradient steps on one image-classification task."""
+    model, split, name = ctx.model, ctx.train, ctx.task.name
 
     def collate(indices):
         idx = np.asarray(indices)
         return {"index": torch.from_numpy(idx), "pixel_values": model.encoder.preprocess(split.images[idx]),
                 "labels": torch.from_numpy(split.labels[idx]).long(), "heads": [name] * len(idx)}
 
-    loader = torch.utils.data.DataLoader(range(len(split)), batch_size=per_process, shuffle=True,
-                                         collate_fn=collate, drop_last=len(split) > per_process,
-                                         generator=torch.Generator().manual_seed(ctx.seed))
+    optimise(accelerator, wrapped, method, ctx, cfg, run, collate, lambda batch: step_loss(wrapped, method, batch, ctx))
+
+
+def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunConfig, run: RunDir, collate,
+             batch_loss, on_epoch=None) -> None:
+    """The optimisation loop every model family shares: AdamW on `method.trainable`,
+    linear warm-up then cosine, gradient clipping, a NaN check; `on_epoch(e)` after each
+    full epoch (1-based)."""
+    model = ctx.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(dict.fromkeys(method.trainable(model)))
+    if not params:
+        raise RetainError(f"Method {method.name!r} gives the optimiser no parameters to train.")
+    for p in params:
+        p.requires_grad_(True)
+    tc = cfg.train
+    per_process = max(1, tc.batch_size // accelerator.num_processes)
+    n, name = len(ctx.train), ctx.task.name
+    loader = torch.utils.data.DataLoader(range(n), batch_size=per_process, shuffle=True, collate_fn=collate,
+                                         drop_last=n > per_process, generator=torch.Generator().manual_seed(ctx.seed))
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     optimizer, loader = accelerator.prepare(optimizer, loader)
     total = tc.epochs * len(loader)
@@ -155,13 +165,13 @@ def train_task(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunC
     warmup = min(tc.warmup_steps, total)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
     wrapped.train()
-    step = 0
+    step = epoch = 0
     progress = bar(total=total, desc=f"{method.name} on {name} ({ctx.index + 1}/{len(ctx.tasks)})")
     while step < total:
         for batch in loader:
             if step >= total:
                 break
-            loss = step_loss(wrapped, method, batch, ctx)
+            loss = batch_loss(batch)
             if not torch.isfinite(loss):
                 raise RetainError(
                     f"The loss became {loss.item()} at step {step + 1} of task {name!r} "
@@ -177,6 +187,11 @@ def train_task(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunC
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}")
+        epoch += 1
+        if on_epoch is not None and step < total:  # the last epoch is evaluated as the task's row
+            wrapped.eval()
+            on_epoch(epoch)
+            wrapped.train()
     progress.close()
     wrapped.eval()
     for p in model.parameters():
@@ -243,15 +258,15 @@ def assemble_results(cfg: RunConfig, method_name: str, tasks, probes, state: dic
         "concept_forgetting": {},
     }
     zs_before, zs_after = state["probe_zero_shot"][0], state["probe_zero_shot"][-1]
-    cf = {"zero_shot": _deltas(zs_before, zs_after)}
+    cf = {"zero_shot": delta_summary(zs_before, zs_after)}
     lp_before, lp_after = state["probe_linear"][0], state["probe_linear"][-1]
     if lp_before and lp_after:
-        cf["linear_probe"] = _deltas(lp_before, lp_after)
+        cf["linear_probe"] = delta_summary(lp_before, lp_after)
     out["concept_forgetting"] = cf
     return out
 
 
-def _deltas(before: dict, after: dict) -> dict:
+def delta_summary(before: dict, after: dict) -> dict:
     d = metrics.concept_forgetting(before, after)
     return {"before": before, "after": after, "delta": d,
             "mean_delta": float(np.mean(list(d.values()))) if d else 0.0}

@@ -22,8 +22,6 @@ import torch
 from retain.progress import bar, say
 from retain.schedule import warmup_cosine
 
-LM_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
 
 def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
     """Train mini-LLaVA per `recipe` into `target` (atomically); returns `target`."""
@@ -32,7 +30,7 @@ def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
     from retain.data.instructions import caption_items, question_items, self_distilled_text_items
     from retain.llava_parts import compose_llava, smollm2_dir
     from retain.models import load_dual_encoder
-    from retain.models.mllm import MLLM
+    from retain.models.mllm import LM_TARGETS, MLLM
 
     start = time.time()
     torch.manual_seed(recipe["seed"])

@@ -1,17 +1,19 @@
 """Continual fine-tuning methods, one file each, registered by name."""
 
 from retain.methods import (  # noqa: F401  (each import registers its method)
+    adapter,
     ewc,
     finetune,
     flyp,
     l2sp,
     ldifs,
     linear_probe,
+    lora_ft,
     lp_ft,
     replay,
     wise_ft,
     zero_shot,
 )
-from retain.methods.base import METHODS, Method, TaskContext, create_method, register
+from retain.methods.base import METHODS, Method, MLLMMethod, TaskContext, create_method, register
 
-__all__ = ["METHODS", "Method", "TaskContext", "create_method", "register"]
+__all__ = ["METHODS", "MLLMMethod", "Method", "TaskContext", "create_method", "register"]

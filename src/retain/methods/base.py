@@ -54,6 +54,8 @@ class Method:
     """False for methods with no gradient steps (zero-shot, linear probe)"""
     taps: tuple[int, ...] = ()
     """vision blocks whose hidden states the trainer should return in outputs["taps"]"""
+    families: ClassVar[tuple[str, ...]] = ("dual_encoder",)
+    """model families the method applies to: dual_encoder (CLIP-style), mllm (LLaVA-style)"""
 
     def __init__(self, options=None):
         self.opts = options if options is not None else self.Options()
@@ -97,14 +99,33 @@ class Method:
         """Restore what `state_dict` returned (on --resume)."""
 
 
-def create_method(name: str, args: dict | None = None) -> Method:
-    """Instantiate registered method `name` with options `args` (unknown ones are errors)."""
+class MLLMMethod(Method):
+    """Base of the methods for LLaVA-style models: `model` in the hooks is a
+    `retain.models.mllm.MLLM`, batches hold images, questions and answers, and the task
+    loss is the cross-entropy on the answer tokens."""
+
+    families = ("mllm",)
+
+    def trainable(self, model) -> list[torch.nn.Parameter]:
+        return model.projector_parameters()
+
+    def task_loss(self, batch: dict, outputs, ctx: TaskContext) -> torch.Tensor:
+        return outputs.loss
+
+
+def create_method(name: str, args: dict | None = None, family: str | None = None) -> Method:
+    """Instantiate registered method `name` with options `args` (unknown ones are errors);
+    with `family`, a method that does not apply to that model family is an error."""
     import retain.methods  # noqa: F401  (registers every method)
     from retain.config import from_dict
 
     if name not in METHODS:
         raise RetainError(f"Unknown method {name!r}.{suggest(name, METHODS)} Available: {', '.join(sorted(METHODS))}.")
     cls = METHODS[name]
+    if family is not None and family not in cls.families:
+        fits = sorted(n for n, c in METHODS.items() if family in c.families)
+        raise RetainError(f"Method {name!r} applies to {' and '.join(cls.families)} models, not to this {family} "
+                          f"model. Methods for {family} models: {', '.join(fits)}.")
     return cls(from_dict(args or {}, cls.Options, prefix=f"method_args.{name}."))
 
 

@@ -8,7 +8,36 @@ from pathlib import Path
 from retain.errors import RetainError
 from retain.models.dual_encoder import RETAIN_CONFIG, DualEncoder, build_from_spec
 
-__all__ = ["DualEncoder", "load_dual_encoder"]
+__all__ = ["DualEncoder", "load_dual_encoder", "model_family"]
+
+FAMILIES = ("dual_encoder", "mllm")
+DUAL_ENCODER_TYPES = ("clip", "siglip", "siglip2", "chinese_clip")
+
+
+def model_family(name: str, declared: str = "auto", trust_remote_code: bool = False) -> str:
+    """`dual_encoder` or `mllm`: as declared, or decided from the zoo name or the model's config."""
+    if declared != "auto":
+        if declared not in FAMILIES:
+            raise RetainError(f"Unknown model family {declared!r}: use auto, {' or '.join(FAMILIES)}.")
+        return declared
+    if name == "mini-clip":
+        return "dual_encoder"
+    if name == "mini-llava":
+        return "mllm"
+    path = Path(name)
+    if not name.startswith("hf:") and (path / RETAIN_CONFIG).exists():
+        return "dual_encoder"
+    if not name.startswith("hf:") and not path.is_dir():
+        raise RetainError(f"Unknown model {name!r}: use mini-clip, mini-llava, hf:<hub id> or a local model folder.")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name[3:] if name.startswith("hf:") else name,
+                                            trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RetainError(f"Could not read the config of {name!r} to tell its family ({e}); set "
+                          "`family: dual_encoder` or `family: mllm` in the config.") from e
+    return "dual_encoder" if config.model_type in DUAL_ENCODER_TYPES else "mllm"
 
 
 def load_dual_encoder(name: str, trust_remote_code: bool = False, progress: bool = True) -> DualEncoder:

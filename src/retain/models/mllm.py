@@ -21,6 +21,10 @@ import torch.nn.functional as F
 from retain.errors import RetainError
 
 IGNORE = -100
+# LoRA targets: the attention and MLP projections of the language model (Llama, Qwen2, ...).
+LM_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# Where the vision-to-language adapter lives in Hugging Face MLLMs (LLaVA, LLaVA-NeXT, Qwen2-VL).
+PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger", "mm_projector")
 
 
 def to_pil(image):
@@ -49,6 +53,21 @@ class MLLM:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    # ---- parameters (the trainer treats an MLLM like a module) ---------------------
+    def parameters(self):
+        return self.model.parameters()
+
+    def named_parameters(self):
+        return self.model.named_parameters()
+
+    def projector_parameters(self) -> list[torch.nn.Parameter]:
+        """The vision-to-language adapter's parameters (LLaVA's multi_modal_projector)."""
+        params = [p for n, p in self.model.named_parameters() if any(k in n for k in PROJECTOR_NAMES)]
+        if not params:
+            raise RetainError(f"No projector found in {type(self.model).__name__}: expected a module named one of "
+                              f"{PROJECTOR_NAMES}.")
+        return params
 
     # ---- prompts -------------------------------------------------------------------
     def chat_prompt(self, question: str, image: bool = True) -> str:

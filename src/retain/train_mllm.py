@@ -1,0 +1,226 @@
+"""The continual trainer for LLaVA-style MLLMs, on the same loop as the dual-encoder one.
+
+For each task of the Sequence (classification datasets posed as EMT questions, see
+`retain.data.instruct`): the method's `before_task`, gradient steps on the answer tokens,
+`after_task`, then an evaluation point: every sequence task and every `eval.emt_tasks`
+dataset scored with EMT (one row of the accuracy matrix; row 0 is measured before any
+training). With `eval.every_epoch`, an evaluation point also follows every epoch, which
+is EMT's fine-tuning study. Checkpoints hold the parameters the method trains, so
+`--resume` continues a killed run from its last finished task.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+
+from retain import metrics
+from retain.config import RunConfig, to_dict
+from retain.data import load_task
+from retain.data.instruct import from_classification
+from retain.errors import RetainError
+from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
+from retain.methods.base import Method, TaskContext, create_method, options_dict
+from retain.progress import say
+from retain.rundir import RunDir
+from retain.train import delta_summary, optimise, seed_everything
+
+TRAIN_MODES = ("rule", "likelihood")
+DEFAULT_ENCODERS = {"mini-llava": "mini-clip"}
+
+
+def check_config(cfg: RunConfig) -> None:
+    if not cfg.sequence:
+        raise RetainError("The config's `sequence` is empty: name at least one task to train on.")
+    if cfg.probes:
+        raise RetainError("`probes` are zero-shot probes of dual encoders; an MLLM run evaluates held-out datasets "
+                          "with EMT: move them to eval.emt_tasks and set probes: [].")
+    if cfg.eval.emt_mode not in TRAIN_MODES:
+        raise RetainError(f"eval.emt_mode {cfg.eval.emt_mode!r} is not available in training runs: use "
+                          f"{' or '.join(TRAIN_MODES)} (the LLM judge is for `retain eval`).")
+
+
+def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
+    """Train `method_name` through `cfg.sequence` on an MLLM, evaluate, return results.json's content."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from retain.models.mllm import load_mllm
+
+    method = create_method(method_name, cfg.method_args.get(method_name), family="mllm")
+    check_config(cfg)
+    run = RunDir(os.path.join(cfg.output_dir, cfg.name, method_name))
+    resolved = {**to_dict(cfg), "family": "mllm", "method": method_name, "method_options": options_dict(method)}
+    status = run.prepare(resolved, resume)
+    if status == "done":
+        say(f"[{method_name}] already finished in {run.path}; nothing recomputed")
+        return run.results()
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    seed_everything(cfg.seed)
+    template = cfg.eval.emt_template or EMT_TEMPLATE
+    with accelerator.main_process_first():  # one process converts data and builds the zoo model
+        sources = {n: load_task(n) for n in dict.fromkeys([*cfg.sequence, *cfg.eval.emt_tasks])}
+        mllm = load_mllm(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tasks = [from_classification(sources[n], template) for n in cfg.sequence]
+    mllm.model.to(accelerator.device)
+    method.setup(mllm)
+    limit = cfg.train.train_limit or None
+    train_splits = [t.split("train").subset(limit, seed=cfg.seed) for t in tasks]
+    evaluator = Evaluator(mllm, cfg, sources, template)
+
+    state = run.load_state() if status == "resume" else None
+    if state and state["done_tasks"] > 0:
+        params, method_state = run.load_checkpoint(state["done_tasks"] - 1)
+        _load_parameters(mllm, params, run)
+        method.load_state_dict(method_state)
+        say(f"[{method_name}] resuming after task {state['done_tasks']} of {len(tasks)} from {run.path}")
+    if state is not None:  # drop the epoch points of a task that did not finish
+        state["emt"] = [p for p in state["emt"] if p["task_index"] < state["done_tasks"]]
+    else:
+        point, records = evaluator.point(-1, 0, "zero-shot")
+        state = {"done_tasks": 0, "rows": [evaluator.row(point)], "emt": [point], "seconds": [],
+                 "trained_parameters": [], "encoder_zero_shot": _encoder_zero_shot(cfg, sources, accelerator)}
+        if accelerator.is_main_process:
+            run.write_records("row-0", records)
+            run.save_state(state)
+
+    for k in range(state["done_tasks"], len(tasks)):
+        start = time.time()
+        task_seed = cfg.seed + 1000 * (k + 1)
+        seed_everything(task_seed)
+        ctx = TaskContext(task=tasks[k], index=k, train=train_splits[k], model=mllm, tasks=tasks,
+                          train_splits=train_splits, device=accelerator.device, seed=task_seed,
+                          batch_size=cfg.train.batch_size)
+        method.before_task(ctx)
+
+        def on_epoch(epoch: int, k=k) -> None:
+            point, records = evaluator.point(k, epoch, f"{tasks[k].name} epoch {epoch}")
+            state["emt"].append(point)
+            if accelerator.is_main_process:
+                run.write_records(f"task-{k + 1}-epoch-{epoch}", records)
+                run.save_state(state)
+
+        if method.trains:
+            wrapped = accelerator.prepare(mllm.model)  # again per task: a method may add adapters
+            optimise(accelerator, wrapped, method, ctx, cfg, run, _collate(ctx.train, tasks[k].name),
+                     lambda batch, ctx=ctx, wrapped=wrapped: batch_loss(mllm, wrapped, method, batch, ctx),
+                     on_epoch=on_epoch if cfg.eval.every_epoch else None)
+            trained = {id(p) for p in method.trainable(mllm)}
+            names = [n for n, p in mllm.named_parameters() if id(p) in trained]
+            state["trained_parameters"] = sorted(set(state["trained_parameters"]) | set(names))
+        method.after_task(ctx)
+        point, records = evaluator.point(k, cfg.train.epochs, f"after {tasks[k].name}")
+        state["rows"].append(evaluator.row(point))
+        state["emt"].append(point)
+        state["seconds"].append(round(time.time() - start, 2))
+        state["done_tasks"] = k + 1
+        if accelerator.is_main_process:
+            run.write_records(f"row-{k + 1}", records)
+            named = dict(mllm.named_parameters())
+            run.save_checkpoint(k, {n: named[n] for n in state["trained_parameters"]}, method.state_dict())
+            run.save_state(state)
+            run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(state['rows'][-1], 4).tolist()}")
+        accelerator.wait_for_everyone()
+        say(f"[{method_name}] after task {k + 1}/{len(tasks)} ({tasks[k].name}): "
+            + ", ".join(f"{n} {a:.3f}" for n, a in point["accuracy"].items()))
+        if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    results = assemble_results(cfg, method_name, state)
+    if accelerator.is_main_process:
+        run.write_results(results)
+        run.log(f"finished: {results['metrics']}")
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _collate(split, name: str):
+    def collate(indices):
+        idx = list(indices)
+        return {"index": torch.tensor(idx), "images": [split.images[i] for i in idx],
+                "questions": [split.questions[i] for i in idx], "answers": [split.answers[i] for i in idx],
+                "task": name}
+
+    return collate
+
+
+def batch_loss(mllm, wrapped, method: Method, batch: dict, ctx: TaskContext) -> torch.Tensor:
+    """The loss of one batch: the answer-token cross-entropy plus the method's extra terms."""
+    batch = method.extend_batch(batch, ctx)
+    images = batch["images"]
+    if any(i is None for i in images) and not all(i is None for i in images):
+        raise RetainError(f"A training batch of task {ctx.task.name!r} mixes image and text-only items.")
+    inputs = mllm.training_batch(None if images[0] is None else images, batch["questions"], batch["answers"])
+    outputs = wrapped(**inputs)
+    return method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
+
+
+class Evaluator:
+    """EMT on the sequence's tasks and the held-out `eval.emt_tasks`, one point at a time."""
+
+    def __init__(self, mllm, cfg: RunConfig, sources: dict, template: str):
+        self.mllm, self.cfg, self.sources, self.template = mllm, cfg, sources, template
+
+    def point(self, task_index: int, epoch: int, label: str) -> tuple[dict, list[dict]]:
+        acc, counts, records = {}, {}, []
+        for name, task in self.sources.items():
+            r = evaluate_emt(self.mllm, task, self.cfg.eval.emt_mode, limit=self.cfg.eval.limit or None,
+                             template=self.template)
+            acc[name], counts[name] = r.accuracy, r.counts
+            records += [{**rec, "task": name} for rec in r.records]
+        point = {"label": label, "task_index": task_index, "epoch": epoch, "accuracy": acc, "counts": counts}
+        return point, records
+
+    def row(self, point: dict) -> list[float]:
+        return [point["accuracy"][n] for n in self.cfg.sequence]
+
+
+def _encoder_zero_shot(cfg: RunConfig, sources: dict, accelerator) -> dict | None:
+    """The vision encoder's own zero-shot accuracy on every evaluated dataset (EMT's reference)."""
+    name = cfg.eval.encoder or DEFAULT_ENCODERS.get(cfg.model)
+    if not name:
+        return None
+    from retain.eval.classification import zero_shot
+    from retain.models import load_dual_encoder
+
+    with accelerator.main_process_first():
+        encoder = load_dual_encoder(name, trust_remote_code=cfg.trust_remote_code)
+    return {n: zero_shot(encoder, t, limit=cfg.eval.limit or None).accuracy for n, t in sources.items()}
+
+
+def _load_parameters(mllm, params: dict, run: RunDir) -> None:
+    named = dict(mllm.named_parameters())
+    missing = sorted(set(params) - set(named))
+    if missing:
+        raise RetainError(f"The checkpoint in {run.path} holds parameters this model does not have ({missing[:3]}); "
+                          "it was written by another model or method: delete the run directory to start over.")
+    with torch.no_grad():
+        for n, v in params.items():
+            named[n].copy_(v.to(named[n].device, named[n].dtype))
+
+
+def assemble_results(cfg: RunConfig, method_name: str, state: dict) -> dict:
+    A = np.asarray(state["rows"])
+    first, last = state["emt"][0]["accuracy"], state["emt"][-1]["accuracy"]
+    held_out = [n for n in first if n not in cfg.sequence]
+    return {
+        "family": "mllm",
+        "method": method_name,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "sequence": list(cfg.sequence),
+        "probes": held_out,
+        "accuracy_matrix": A.tolist(),
+        "metrics": metrics.summary(A),
+        "final_task_accuracy": dict(zip(cfg.sequence, A[-1].tolist())),
+        "emt": {"mode": cfg.eval.emt_mode, "datasets": list(first), "curve": state["emt"],
+                "encoder": cfg.eval.encoder or DEFAULT_ENCODERS.get(cfg.model),
+                "encoder_zero_shot": state.get("encoder_zero_shot")},
+        "concept_forgetting": {"emt": delta_summary({n: first[n] for n in held_out}, {n: last[n] for n in held_out})},
+    }

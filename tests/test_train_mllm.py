@@ -1,0 +1,120 @@
+"""The MLLM trainer on a tiny random LLaVA: EMT after every epoch, adapter vs LoRA, resume, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from retain.models import model_family
+from test_cli import results, retain, tiny_config
+
+
+def mllm_config(tmp_path, model, **over):
+    base = {"sequence": ["digits"], "probes": [], "methods": ["adapter", "lora_ft"],
+            "train": {"lr": 1e-3, "batch_size": 8, "warmup_steps": 1, "epochs": 2, "train_limit": 16},
+            "eval": {"limit": 6, "emt_tasks": ["textile"], "emt_mode": "likelihood", "every_epoch": True}}
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) else v
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return tiny_config(tmp_path, model, **base)
+
+
+def test_family_is_read_from_the_model(tiny_llava_dir, tiny_clip_dir):
+    assert model_family(str(tiny_llava_dir)) == "mllm"
+    assert model_family(str(tiny_clip_dir)) == "dual_encoder"
+    assert model_family("mini-llava") == "mllm" and model_family("mini-clip", "auto") == "dual_encoder"
+
+
+def test_emt_study_run_end_to_end(tmp_path, tiny_llava_dir):
+    proc = retain("run", mllm_config(tmp_path, tiny_llava_dir))
+    for method in ("adapter", "lora_ft"):
+        res = results(tmp_path, method)
+        curve = res["emt"]["curve"]
+        # zero-shot, after epoch 1, after the task (epoch 2): every dataset at every point
+        assert [p["label"] for p in curve] == ["zero-shot", "digits epoch 1", "after digits"]
+        assert all(set(p["accuracy"]) == {"digits", "textile"} for p in curve)
+        assert all(sum(p["counts"]["textile"].values()) == 6 for p in curve)
+        assert res["accuracy_matrix"] == [[curve[0]["accuracy"]["digits"]], [curve[-1]["accuracy"]["digits"]]]
+        assert res["probes"] == ["textile"]
+        cf = res["concept_forgetting"]["emt"]
+        assert cf["delta"]["textile"] == pytest.approx(curve[-1]["accuracy"]["textile"] - curve[0]["accuracy"]["textile"])
+        run = tmp_path / "runs" / "tiny" / method
+        assert len((run / "records" / "task-1-epoch-1.jsonl").read_text().splitlines()) == 12
+        html = (run / "report.html").read_text()
+        assert "EMT (likelihood scoring) at every evaluation point" in html and "EMT accuracy of every dataset" in html
+    table = (tmp_path / "runs" / "tiny" / "emt_curves.md").read_text()
+    assert table.count("| adapter |") == 3 and table.count("| lora_ft |") == 3
+    assert "comparison" in proc.stdout
+
+
+def test_adapter_trains_the_projector_only_and_lora_adds_adapters(tmp_path, tiny_llava_dir):
+    from transformers import LlavaForConditionalGeneration
+
+    retain("run", mllm_config(tmp_path, tiny_llava_dir, train={"epochs": 1}, eval={"every_epoch": False}))
+    base = {n: p for n, p in LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir).named_parameters()}
+    saved = {}
+    for method in ("adapter", "lora_ft"):
+        saved[method] = load_file(str(tmp_path / "runs" / "tiny" / method / "checkpoints" / "after-task-1" / "model.safetensors"))
+    assert saved["adapter"] and all("multi_modal_projector" in n for n in saved["adapter"])
+    for n, v in saved["adapter"].items():  # trained: the projector moved
+        assert not torch.equal(v, base[n])
+    lora = [n for n in saved["lora_ft"] if "lora_" in n]
+    assert lora and all("language_model" in n for n in lora)
+    assert {n for n in saved["lora_ft"] if "lora_" not in n} == {"base_model.model." + n for n in saved["adapter"]}
+
+
+def test_lora_equals_its_merged_weights(tiny_llava_dir):
+    from retain.methods.lora_ft import LoRAOptions, inject_lora
+    from retain.models.mllm import load_mllm
+
+    mllm = load_mllm(str(tiny_llava_dir))
+    inject_lora(mllm, LoRAOptions(r=4, alpha=8, dropout=0.0))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in mllm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    batch = mllm.training_batch(None, ["What is 2 plus 3?"], ["5"])
+    batch.pop("labels")
+    with torch.no_grad():
+        adapted = mllm.model(**batch).logits
+        merged = copy.deepcopy(mllm.model).merge_and_unload()
+        plain = load_mllm(str(tiny_llava_dir)).model(**batch).logits
+        assert torch.allclose(merged(**batch).logits, adapted, atol=1e-5)
+        assert not torch.allclose(plain, adapted, atol=1e-3)  # the adapters do change the output
+    # merging by hand: W + (alpha / r) B A on one projection
+    lin = mllm.model.base_model.model.model.language_model.layers[0].self_attn.q_proj
+    W = lin.base_layer.weight + 2.0 * lin.lora_B["default"].weight @ lin.lora_A["default"].weight
+    layer = merged.model.language_model.layers[0].self_attn.q_proj.weight
+    assert torch.allclose(W, layer, atol=1e-6)
+
+
+def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir):
+    over = {"sequence": ["digits", "textile"], "methods": ["lora_ft"], "train": {"epochs": 1},
+            "eval": {"every_epoch": False, "emt_tasks": []}}
+    retain("run", mllm_config(tmp_path / "a", tiny_llava_dir, **over))
+    killed = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), env={"RETAIN_KILL_AFTER_TASK": "1"},
+                    check=False)
+    assert killed.returncode != 0
+    assert not (tmp_path / "b" / "runs" / "tiny" / "lora_ft" / "results.json").exists()
+    refused = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), "--resume")
+    a, b = results(tmp_path / "a", "lora_ft"), results(tmp_path / "b", "lora_ft")
+    assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["emt"]["curve"] == b["emt"]["curve"]
+
+
+@pytest.mark.parametrize("override, message", [
+    (["probes=[fashion-mnist]"], "move them to eval.emt_tasks"),
+    (["methods=[ldifs]"], "applies to dual_encoder models, not to this mllm model"),
+    (["eval.emt_mode=judge"], "not available in training runs"),
+    (["family=vision"], "Unknown model family"),
+])
+def test_bad_mllm_config_is_one_clear_message(tmp_path, tiny_llava_dir, override, message):
+    proc = retain("run", mllm_config(tmp_path, tiny_llava_dir), *override, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").glob("**/results.json"))
