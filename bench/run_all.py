@@ -55,12 +55,24 @@ def summary() -> str:
                   f"(chance {100 * r['easyvqa_color_chance']:.1f}%); {r['likelihood_images_per_s']:.1f} images/s",
                   f"- EMT on Fashion-MNIST (rule matcher): {100 * emt['mllm_accuracy']:.1f}%, counts {emt['counts']}",
                   f"- text-only questions answered right: {r['text_only_hits']} of {len(r['text_only'])}", ""]
+    em = RESULTS / "emt_modes.json"
+    if em.exists():
+        r = json.loads(em.read_text())
+        lines += ["## EMT scoring modes on mini-LLaVA (`bench/emt_modes.py`)", "",
+                  f"{r['items_per_task']} test images each of {', '.join(r['tasks'])}; torch {r['torch']}, {r['threads']} threads. "
+                  "The judge is a loopback server that answers at once: its row is retain's own cost of judging.", "",
+                  "| mode | images/s | " + " | ".join(f"{t} accuracy" for t in r["tasks"]) + " |",
+                  "|---|---|" + "---|" * len(r["tasks"])]
+        for mode, m in r["modes"].items():
+            lines.append(f"| {mode} | {m['images_per_s']:.2f} | "
+                         + " | ".join(f"{100 * m['per_task'][t]['accuracy']:.1f}" for t in r["tasks"]) + " |")
+        lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation.", ""]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     if "--summary" not in sys.argv:
-        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py"):
+        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
     print(summary())

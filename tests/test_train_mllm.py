@@ -32,7 +32,7 @@ def test_emt_study_run_end_to_end(tmp_path, tiny_llava_dir):
     proc = retain("run", mllm_config(tmp_path, tiny_llava_dir))
     for method in ("adapter", "lora_ft"):
         res = results(tmp_path, method)
-        curve = res["emt"]["curve"]
+        curve = res["evaluation"]["curve"]
         # zero-shot, after epoch 1, after the task (epoch 2): every dataset at every point
         assert [p["label"] for p in curve] == ["zero-shot", "digits epoch 1", "after digits"]
         assert all(set(p["accuracy"]) == {"digits", "textile"} for p in curve)
@@ -44,8 +44,9 @@ def test_emt_study_run_end_to_end(tmp_path, tiny_llava_dir):
         run = tmp_path / "runs" / "tiny" / method
         assert len((run / "records" / "task-1-epoch-1.jsonl").read_text().splitlines()) == 12
         html = (run / "report.html").read_text()
-        assert "EMT (likelihood scoring) at every evaluation point" in html and "EMT accuracy of every dataset" in html
-    table = (tmp_path / "runs" / "tiny" / "emt_curves.md").read_text()
+        assert "Scores at every evaluation point (EMT datasets: likelihood scoring)" in html
+        assert "score of every evaluated dataset across fine-tuning" in html
+    table = (tmp_path / "runs" / "tiny" / "score_curves.md").read_text()
     assert table.count("| adapter |") == 3 and table.count("| lora_ft |") == 3
     assert "comparison" in proc.stdout
 
@@ -104,7 +105,7 @@ def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir):
     assert refused.returncode == 2 and "--resume" in refused.stderr
     retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), "--resume")
     a, b = results(tmp_path / "a", "lora_ft"), results(tmp_path / "b", "lora_ft")
-    assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["emt"]["curve"] == b["emt"]["curve"]
+    assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["evaluation"]["curve"] == b["evaluation"]["curve"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -86,13 +86,13 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
     figs = [(f"accuracy matrix: {res['method']}", _heatmap(res)) for res in results]
     if any(res["probes"] for res in results):
         figs.append(("concept forgetting (accuracy change on held-out datasets)", _cf_bars(results)))
-    figs += [(f"EMT accuracy across fine-tuning: {res['method']}", _emt_curves(res)) for res in results if "emt" in res]
+    figs += [(f"scores across fine-tuning: {res['method']}", _points_curves(res)) for res in results if "evaluation" in res]
     body = "<h2>Comparison</h2>" + _html_table(header, rows) + f"<p>{html.escape(note)}</p>"
-    emt = [res for res in results if "emt" in res]
+    emt = [res for res in results if "evaluation" in res]
     if emt:
-        h, r = emt_rows(emt)
-        body += "<h3>EMT accuracy at every evaluation point</h3>" + _html_table(h, r)
-        write_text(out_dir / "emt_curves.md", format_table(h, r) + "\n")
+        h, r = points_rows(emt)
+        body += "<h3>Scores at every evaluation point</h3>" + _html_table(h, r)
+        write_text(out_dir / "score_curves.md", format_table(h, r) + "\n")
     body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
     write_text(out_dir / "comparison.html", _page("retain comparison", body))
     return table
@@ -104,8 +104,8 @@ def write_report(run: Path) -> Path:
     figs = {"accuracy_matrix": _heatmap(res), "task_curves": _curves(res)}
     if "probe_zero_shot_curve" in res:
         figs["probe_curves"] = _probe_curves(res)
-    if "emt" in res:
-        figs["emt_curves"] = _emt_curves(res)
+    if "evaluation" in res:
+        figs["score_curves"] = _points_curves(res)
     (run / "figures").mkdir(exist_ok=True)
     for name, png in figs.items():
         (run / "figures" / f"{name}.png").write_bytes(png)
@@ -120,11 +120,11 @@ def write_report(run: Path) -> Path:
         for p in sorted(d["delta"]):
             cf_rows.append([kind, p, d["before"][p], d["after"][p], d["delta"][p]])
     body += "<h3>Concept forgetting</h3>" + _html_table(["evaluator", "dataset", "pre-trained", "after", "delta"], cf_rows)
-    if "emt" in res:
-        body += _emt_section(res)
+    if "evaluation" in res:
+        body += _points_section(res)
     titles = {"accuracy_matrix": "accuracy matrix", "task_curves": "per-task accuracy across the sequence",
               "probe_curves": "zero-shot accuracy of held-out datasets across the sequence",
-              "emt_curves": "EMT accuracy of every dataset across fine-tuning"}
+              "score_curves": "score of every evaluated dataset across fine-tuning"}
     body += "<div class='grid'>" + "".join(_figure(titles[k], f) for k, f in figs.items()) + "</div>"
     cfg = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
@@ -133,24 +133,25 @@ def write_report(run: Path) -> Path:
     return out
 
 
-def emt_rows(results: list[dict]) -> tuple[list[str], list[list]]:
-    """EMT accuracy per dataset at every evaluation point of every run (and the encoder's)."""
-    datasets = list(dict.fromkeys(d for res in results for d in res["emt"]["datasets"]))
+def points_rows(results: list[dict]) -> tuple[list[str], list[list]]:
+    """Score per dataset at every evaluation point of every run (and the vision encoder's zero-shot)."""
+    datasets = list(dict.fromkeys(d for res in results for d in res["evaluation"]["datasets"]))
     header = ["method", "evaluated", *datasets]
     rows = []
-    zs = next((res["emt"]["encoder_zero_shot"] for res in results if res["emt"].get("encoder_zero_shot")), None)
+    zs = next((res["evaluation"]["encoder_zero_shot"] for res in results if res["evaluation"].get("encoder_zero_shot")), None)
     if zs:
-        rows.append([f"vision encoder ({results[0]['emt']['encoder']})", "zero-shot", *[zs.get(d) for d in datasets]])
+        rows.append([f"vision encoder ({results[0]['evaluation']['encoder']})", "zero-shot", *[zs.get(d) for d in datasets]])
     for res in results:
-        for point in res["emt"]["curve"]:
+        for point in res["evaluation"]["curve"]:
             rows.append([res["method"], point["label"], *[point["accuracy"].get(d) for d in datasets]])
     return header, rows
 
 
-def _emt_section(res: dict) -> str:
-    h, r = emt_rows([res])
-    out = f"<h3>EMT ({html.escape(res['emt']['mode'])} scoring) at every evaluation point</h3>" + _html_table(h, r)
-    last = res["emt"]["curve"][-1]
+def _points_section(res: dict) -> str:
+    h, r = points_rows([res])
+    out = (f"<h3>Scores at every evaluation point (EMT datasets: {html.escape(res['evaluation']['emt_mode'])} "
+           "scoring)</h3>" + _html_table(h, r))
+    last = res["evaluation"]["curve"][-1]
     outcomes = list(next(iter(last["counts"].values()), {}))
     rows = [[d, *[last["counts"][d].get(o, 0) for o in outcomes]] for d in last["counts"]]
     out += f"<h3>EMT outcomes {html.escape(last['label'])}</h3>"
@@ -220,18 +221,18 @@ def _probe_curves(res) -> bytes:
     return _png(fig)
 
 
-def _emt_curves(res) -> bytes:
+def _points_curves(res) -> bytes:
     plt = _plt()
-    curve = res["emt"]["curve"]
+    curve = res["evaluation"]["curve"]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    zs = res["emt"].get("encoder_zero_shot") or {}
-    for k, d in enumerate(res["emt"]["datasets"]):
+    zs = res["evaluation"].get("encoder_zero_shot") or {}
+    for k, d in enumerate(res["evaluation"]["datasets"]):
         line, = ax.plot(range(len(curve)), [p["accuracy"][d] for p in curve], marker="o",
                         label=d + (" (trained)" if d in res["sequence"] else ""))
         if d in zs:
             ax.axhline(zs[d], color=line.get_color(), ls=":", lw=1)
     ax.set_xticks(range(len(curve)), [p["label"] for p in curve], rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel(f"EMT accuracy ({res['emt']['mode']})")
+    ax.set_ylabel(f"score (EMT: {res['evaluation']['emt_mode']})")
     ax.set_ylim(0, 1)
     ax.set_title(f"{res['method']} (dotted: the vision encoder's zero-shot)", fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))

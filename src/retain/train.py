@@ -122,6 +122,10 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
 def _check_tasks(cfg: RunConfig) -> None:
     if not cfg.sequence:
         raise RetainError("The config's `sequence` is empty: name at least one task to train on.")
+    odd = [s for s in [*cfg.sequence, *cfg.probes] if not isinstance(s, str)]
+    if odd:
+        raise RetainError(f"A dual-encoder run names its tasks as strings; got {odd[0]!r} (conversation-file tasks "
+                          "are for MLLM runs).")
     both = sorted(set(cfg.sequence) & set(cfg.probes))
     if both:
         raise RetainError(f"{both} are both in `sequence` and in `probes`: concept-forgetting probes must lie outside the sequence.")

@@ -1,10 +1,10 @@
 """The continual trainer for LLaVA-style MLLMs, on the same loop as the dual-encoder one.
 
-For each task of the Sequence (classification datasets posed as EMT questions, see
-`retain.data.instruct`): the method's `before_task`, gradient steps on the answer tokens,
-`after_task`, then an evaluation point: every sequence task and every `eval.emt_tasks`
-dataset scored with EMT (one row of the accuracy matrix; row 0 is measured before any
-training). With `eval.every_epoch`, an evaluation point also follows every epoch, which
+For each task of the Sequence (instruction tasks, or classification datasets posed as EMT
+questions, see `retain.data.instruct`): the method's `before_task`, gradient steps on the
+answer tokens, `after_task`, then an evaluation point: every sequence task scored with its
+scorer and every `eval.emt_tasks` dataset with EMT (one row of the accuracy matrix; row 0
+is measured before any training). With `eval.every_epoch`, an evaluation point also follows every epoch, which
 is EMT's fine-tuning study. Checkpoints hold the parameters the method trains, so
 `--resume` continues a killed run from its last finished task.
 """
@@ -21,9 +21,10 @@ import torch
 from retain import metrics
 from retain.config import RunConfig, to_dict
 from retain.data import load_task
-from retain.data.instruct import from_classification
+from retain.data.instruct import load_instruction_task, task_name
 from retain.errors import RetainError
 from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
+from retain.eval.instruct import evaluate_instruction
 from retain.methods.base import Method, TaskContext, create_method, options_dict
 from retain.progress import say
 from retain.rundir import RunDir
@@ -36,6 +37,9 @@ DEFAULT_ENCODERS = {"mini-llava": "mini-clip"}
 def check_config(cfg: RunConfig) -> None:
     if not cfg.sequence:
         raise RetainError("The config's `sequence` is empty: name at least one task to train on.")
+    names = [task_name(s) for s in cfg.sequence]
+    if len(set(names)) != len(names):
+        raise RetainError(f"The sequence names a task twice ({names}): give every task its own name.")
     if cfg.probes:
         raise RetainError("`probes` are zero-shot probes of dual encoders; an MLLM run evaluates held-out datasets "
                           "with EMT: move them to eval.emt_tasks and set probes: [].")
@@ -65,14 +69,16 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
     seed_everything(cfg.seed)
     template = cfg.eval.emt_template or EMT_TEMPLATE
     with accelerator.main_process_first():  # one process converts data and builds the zoo model
-        sources = {n: load_task(n) for n in dict.fromkeys([*cfg.sequence, *cfg.eval.emt_tasks])}
+        tasks = [load_instruction_task(s, template) for s in cfg.sequence]
+        held_out = {n: load_task(n) for n in cfg.eval.emt_tasks if n not in [t.name for t in tasks]}
         mllm = load_mllm(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    tasks = [from_classification(sources[n], template) for n in cfg.sequence]
     mllm.model.to(accelerator.device)
     method.setup(mllm)
     limit = cfg.train.train_limit or None
     train_splits = [t.split("train").subset(limit, seed=cfg.seed) for t in tasks]
-    evaluator = Evaluator(mllm, cfg, sources, template)
+    for t, split in zip(tasks, train_splits):
+        check_lengths(mllm, t.name, split)
+    evaluator = Evaluator(mllm, cfg, tasks, held_out, template)
 
     state = run.load_state() if status == "resume" else None
     if state and state["done_tasks"] > 0:
@@ -81,11 +87,12 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         method.load_state_dict(method_state)
         say(f"[{method_name}] resuming after task {state['done_tasks']} of {len(tasks)} from {run.path}")
     if state is not None:  # drop the epoch points of a task that did not finish
-        state["emt"] = [p for p in state["emt"] if p["task_index"] < state["done_tasks"]]
+        state["points"] = [p for p in state["points"] if p["task_index"] < state["done_tasks"]]
     else:
         point, records = evaluator.point(-1, 0, "zero-shot")
-        state = {"done_tasks": 0, "rows": [evaluator.row(point)], "emt": [point], "seconds": [],
-                 "trained_parameters": [], "encoder_zero_shot": _encoder_zero_shot(cfg, sources, accelerator)}
+        state = {"done_tasks": 0, "rows": [evaluator.row(point)], "points": [point], "seconds": [],
+                 "trained_parameters": [], "encoder_zero_shot": _encoder_zero_shot(cfg, evaluator.emt_sources(),
+                                                                                   accelerator)}
         if accelerator.is_main_process:
             run.write_records("row-0", records)
             run.save_state(state)
@@ -101,7 +108,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
 
         def on_epoch(epoch: int, k=k) -> None:
             point, records = evaluator.point(k, epoch, f"{tasks[k].name} epoch {epoch}")
-            state["emt"].append(point)
+            state["points"].append(point)
             if accelerator.is_main_process:
                 run.write_records(f"task-{k + 1}-epoch-{epoch}", records)
                 run.save_state(state)
@@ -117,7 +124,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         method.after_task(ctx)
         point, records = evaluator.point(k, cfg.train.epochs, f"after {tasks[k].name}")
         state["rows"].append(evaluator.row(point))
-        state["emt"].append(point)
+        state["points"].append(point)
         state["seconds"].append(round(time.time() - start, 2))
         state["done_tasks"] = k + 1
         if accelerator.is_main_process:
@@ -132,7 +139,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
             os.kill(os.getpid(), signal.SIGKILL)
 
-    results = assemble_results(cfg, method_name, state)
+    results = assemble_results(cfg, method_name, [t.name for t in tasks], state)
     if accelerator.is_main_process:
         run.write_results(results)
         run.log(f"finished: {results['metrics']}")
@@ -161,24 +168,56 @@ def batch_loss(mllm, wrapped, method: Method, batch: dict, ctx: TaskContext) -> 
     return method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
 
 
-class Evaluator:
-    """EMT on the sequence's tasks and the held-out `eval.emt_tasks`, one point at a time."""
+def check_lengths(mllm, name: str, split) -> None:
+    """Every training item must fit the LLM's context with room for the image tokens."""
+    config = getattr(mllm.model.config, "text_config", mllm.model.config)
+    context = getattr(config, "max_position_embeddings", None)
+    if not context:
+        return
+    tok = mllm.tokenizer
+    q = tok(list(split.questions), add_special_tokens=False)["input_ids"]
+    a = tok(list(split.answers), add_special_tokens=False)["input_ids"]
+    first = next((i for i in split.images if i is not None), None)
+    # the chat template and the image tokens around an empty question
+    overhead = {False: len(mllm._encode(None, [mllm.chat_prompt("", False)], "right")["input_ids"][0])}
+    if first is not None:
+        overhead[True] = len(mllm._encode([first], [mllm.chat_prompt("", True)], "right")["input_ids"][0])
+    for i, (qi, ai) in enumerate(zip(q, a)):
+        need = len(qi) + len(ai) + 1 + overhead[split.images[i] is not None]
+        if need > context:
+            raise RetainError(f"Item {i} of task {name!r} needs about {need} tokens, more than the model's context "
+                              f"of {context}: shorten its answer ({split.answers[i][:60]!r}...) or drop the item.")
 
-    def __init__(self, mllm, cfg: RunConfig, sources: dict, template: str):
-        self.mllm, self.cfg, self.sources, self.template = mllm, cfg, sources, template
+
+class Evaluator:
+    """Every sequence task with its own scorer, and the held-out `eval.emt_tasks` with EMT."""
+
+    def __init__(self, mllm, cfg: RunConfig, tasks: list, held_out: dict, template: str):
+        self.mllm, self.cfg, self.tasks, self.held_out, self.template = mllm, cfg, tasks, held_out, template
+
+    def emt_sources(self) -> dict:
+        """The classification datasets evaluated with EMT, by name."""
+        return {**{t.name: t.source for t in self.tasks if t.scorer == "emt"}, **self.held_out}
 
     def point(self, task_index: int, epoch: int, label: str) -> tuple[dict, list[dict]]:
         acc, counts, records = {}, {}, []
-        for name, task in self.sources.items():
-            r = evaluate_emt(self.mllm, task, self.cfg.eval.emt_mode, limit=self.cfg.eval.limit or None,
-                             template=self.template)
+        limit = self.cfg.eval.limit or None
+        for name, task in self.emt_sources().items():
+            r = evaluate_emt(self.mllm, task, self.cfg.eval.emt_mode, limit=limit, template=self.template)
             acc[name], counts[name] = r.accuracy, r.counts
             records += [{**rec, "task": name} for rec in r.records]
-        point = {"label": label, "task_index": task_index, "epoch": epoch, "accuracy": acc, "counts": counts}
+        for task in self.tasks:
+            if task.scorer != "emt":
+                r = evaluate_instruction(self.mllm, task, limit=limit)
+                acc[task.name] = r.score
+                records += [{**rec, "task": task.name} for rec in r.records]
+        order = [t.name for t in self.tasks] + [n for n in self.held_out]
+        point = {"label": label, "task_index": task_index, "epoch": epoch,
+                 "accuracy": {n: acc[n] for n in order}, "counts": counts}
         return point, records
 
     def row(self, point: dict) -> list[float]:
-        return [point["accuracy"][n] for n in self.cfg.sequence]
+        return [point["accuracy"][t.name] for t in self.tasks]
 
 
 def _encoder_zero_shot(cfg: RunConfig, sources: dict, accelerator) -> dict | None:
@@ -205,21 +244,21 @@ def _load_parameters(mllm, params: dict, run: RunDir) -> None:
             named[n].copy_(v.to(named[n].device, named[n].dtype))
 
 
-def assemble_results(cfg: RunConfig, method_name: str, state: dict) -> dict:
+def assemble_results(cfg: RunConfig, method_name: str, names: list[str], state: dict) -> dict:
     A = np.asarray(state["rows"])
-    first, last = state["emt"][0]["accuracy"], state["emt"][-1]["accuracy"]
-    held_out = [n for n in first if n not in cfg.sequence]
+    first, last = state["points"][0]["accuracy"], state["points"][-1]["accuracy"]
+    held_out = [n for n in first if n not in names]
     return {
         "family": "mllm",
         "method": method_name,
         "model": cfg.model,
         "seed": cfg.seed,
-        "sequence": list(cfg.sequence),
+        "sequence": names,
         "probes": held_out,
         "accuracy_matrix": A.tolist(),
         "metrics": metrics.summary(A),
-        "final_task_accuracy": dict(zip(cfg.sequence, A[-1].tolist())),
-        "emt": {"mode": cfg.eval.emt_mode, "datasets": list(first), "curve": state["emt"],
+        "final_task_accuracy": dict(zip(names, A[-1].tolist())),
+        "evaluation": {"emt_mode": cfg.eval.emt_mode, "datasets": list(first), "curve": state["points"],
                 "encoder": cfg.eval.encoder or DEFAULT_ENCODERS.get(cfg.model),
                 "encoder_zero_shot": state.get("encoder_zero_shot")},
         "concept_forgetting": {"emt": delta_summary({n: first[n] for n in held_out}, {n: last[n] for n in held_out})},

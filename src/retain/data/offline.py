@@ -209,7 +209,7 @@ def load_offline(name: str) -> Task:
         for split, fields in splits.items():
             for key, value in fields.items():
                 arrays[f"{split}/{key}"] = np.asarray(value)
-        atomic_write(path, lambda tmp: _savez(tmp, arrays))
+        atomic_write(path, lambda tmp: savez(tmp, arrays))
     with np.load(path, allow_pickle=False) as z:
         names = [str(c) for c in z["class_names"]]
         splits = {}
@@ -228,6 +228,6 @@ def source_indices(name: str) -> dict[str, np.ndarray]:
         return {k.split("/")[0]: z[k] for k in z.files if k.endswith("/source_index")}
 
 
-def _savez(tmp: str, arrays: dict) -> None:
+def savez(tmp: str, arrays: dict) -> None:
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)

@@ -14,6 +14,8 @@ LLaVA-style model the same way:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,11 +30,17 @@ PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger", "mm_projector")
 
 
 def to_pil(image):
-    """uint8 (H, W, C) array or PIL image -> RGB PIL image."""
-    from PIL import Image
+    """uint8 (H, W, C) array, PIL image or image file path -> RGB PIL image."""
+    from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as im:
+                return im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise RetainError(f"The image {image} cannot be read ({e}): replace or remove it.") from e
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]

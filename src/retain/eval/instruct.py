@@ -1,0 +1,66 @@
+"""Scoring an MLLM on an instruction task: greedy answers, each scored against its references.
+
+Scorers: `exact` (exact match after the VQA normalisation), `vqa` (VQA accuracy over the
+references), `caption` (ROUGE-L per item as the task's score; BLEU-4 and CIDEr-D over the
+split as well). Every answer is kept as a record, so each score can be audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retain.errors import RetainError
+from retain.eval.text_scores import bleu, cider_d, exact_match, rouge_l, vqa_accuracy
+from retain.progress import bar
+
+ITEM_SCORES = {"exact": exact_match, "vqa": vqa_accuracy, "caption": rouge_l}
+
+
+@dataclass
+class InstructionResult:
+    task: str
+    scorer: str
+    score: float
+    extra: dict = field(default_factory=dict)
+    records: list[dict] = field(repr=False, default_factory=list)
+
+
+def evaluate_instruction(mllm, task, limit: int | None = None, batch_size: int = 8,
+                         max_new_tokens: int = 32) -> InstructionResult:
+    """Generate an answer for each test item of `task` and score it with the task's scorer."""
+    if task.scorer not in ITEM_SCORES:
+        raise RetainError(f"Task {task.name!r} has scorer {task.scorer!r}, which `evaluate_instruction` does not "
+                          f"handle (use one of {sorted(ITEM_SCORES)}; emt tasks go through evaluate_emt).")
+    split = task.split("test").subset(limit)
+    answers = []
+    for s in bar(range(0, len(split), batch_size), desc=f"answering {task.name}"):
+        ims = split.images[s:s + batch_size]
+        text_only = [i is None for i in ims]
+        if all(text_only):
+            ims = None
+        elif any(text_only):  # generate the two kinds apart, keep the order
+            out = {}
+            for want in (False, True):
+                idx = [k for k, t in enumerate(text_only) if t == want]
+                got = mllm.generate(None if want else [ims[k] for k in idx], [split.questions[s + k] for k in idx],
+                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
+                out.update(zip(idx, got))
+            answers += [out[k] for k in range(len(ims))]
+            continue
+        answers += mllm.generate(ims, split.questions[s:s + batch_size], max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size)
+    score_of = ITEM_SCORES[task.scorer]
+    records = []
+    for i, answer in enumerate(answers):
+        refs = split.refs(i)
+        records.append({"index": i, "question": split.questions[i], "answer": answer, "references": refs,
+                        "score": score_of(answer, refs)})
+    extra = {}
+    if task.scorer == "caption":
+        refs = [split.refs(i) for i in range(len(answers))]
+        extra = {"bleu4": bleu(answers, refs), "cider_d": cider_d(answers, refs),
+                 "rouge_l": float(np.mean([r["score"] for r in records]))}
+    score = float(np.mean([r["score"] for r in records])) if records else 0.0
+    return InstructionResult(task.name, task.scorer, score, extra, records)
