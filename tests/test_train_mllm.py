@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -119,3 +120,37 @@ def test_bad_mllm_config_is_one_clear_message(tmp_path, tiny_llava_dir, override
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "runs").glob("**/results.json"))
+
+
+def test_instruction_sequence_with_conversation_files(tmp_path, tiny_llava_dir):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "img").mkdir(parents=True)
+    items = []
+    for k in range(12):
+        Image.fromarray(np.full((8, 8, 3), 20 * k, np.uint8)).save(tmp_path / "img" / f"{k}.png")
+        items.append({"id": k, "image": f"img/{k}.png", "conversations": [
+            {"from": "human", "value": "<image>\nIs it dark?"}, {"from": "gpt", "value": "yes" if k < 6 else "no"}]})
+    (tmp_path / "conv.json").write_text(json.dumps(items))
+    mine = {"name": "darkness", "train": str(tmp_path / "conv.json"), "test": str(tmp_path / "conv.json"), "scorer": "vqa"}
+    retain("run", mllm_config(tmp_path, tiny_llava_dir, sequence=["digit-read", mine], methods=["lora_ft"],
+                              train={"epochs": 1}, eval={"every_epoch": False, "emt_tasks": ["textile"]}))
+    res = results(tmp_path, "lora_ft")
+    assert res["sequence"] == ["digit-read", "darkness"] and np.asarray(res["accuracy_matrix"]).shape == (3, 2)
+    assert res["probes"] == ["textile"]
+    records = [json.loads(x) for x in (tmp_path / "runs" / "tiny" / "lora_ft" / "records" / "row-2.jsonl").read_text().splitlines()]
+    dark = [r for r in records if r["task"] == "darkness"]
+    assert len(dark) == 6 and all(r["references"] in (["yes"], ["no"]) for r in dark)
+    assert res["accuracy_matrix"][2][1] == pytest.approx(np.mean([r["score"] for r in dark]))
+    assert len([r for r in records if r["task"] == "textile"]) == 6
+
+
+def test_answer_longer_than_the_context_is_named(tmp_path, tiny_llava_dir):
+    items = [{"id": "long-one", "conversations": [{"from": "human", "value": "Tell me everything."},
+                                                  {"from": "gpt", "value": "word " * 700}]}]
+    (tmp_path / "long.json").write_text(json.dumps(items))
+    tmp_path.mkdir(exist_ok=True)
+    spec = {"name": "chatty", "train": str(tmp_path / "long.json"), "test": str(tmp_path / "long.json")}
+    proc = retain("run", mllm_config(tmp_path, tiny_llava_dir, sequence=[spec], methods=["lora_ft"]), check=False)
+    assert proc.returncode == 2 and "Item 0 of task 'chatty'" in proc.stderr and "context of 512" in proc.stderr
