@@ -64,7 +64,10 @@ class Method:
         """Called once with the unwrapped model before the first task."""
 
     def trainable(self, model) -> list[torch.nn.Parameter]:
-        """Parameters the optimiser updates: the image tower, its projection and the heads."""
+        """Parameters the optimiser updates: for a dual encoder the image tower, its
+        projection and the heads; for an MLLM its LoRA adapters and projector."""
+        if is_mllm(model):
+            return mllm_trainable(model)
         enc = model.encoder
         return [*enc.vision.parameters(), *enc.visual_projection.parameters(), *model.heads.parameters()]
 
@@ -79,7 +82,9 @@ class Method:
         """Captions the model should also encode in its forward (FLYP)."""
         return None
 
-    def task_loss(self, batch: dict, outputs: dict, ctx: TaskContext) -> torch.Tensor:
+    def task_loss(self, batch: dict, outputs, ctx: TaskContext) -> torch.Tensor:
+        if is_mllm(ctx.model):
+            return outputs.loss
         from retain.models.classifier import classification_loss
 
         return classification_loss(outputs, batch["labels"])
@@ -99,6 +104,17 @@ class Method:
         """Restore what `state_dict` returned (on --resume)."""
 
 
+def is_mllm(model) -> bool:
+    from retain.models.mllm import MLLM
+
+    return isinstance(model, MLLM)
+
+
+def mllm_trainable(model) -> list[torch.nn.Parameter]:
+    """An MLLM's LoRA parameters (all adapters) and its projector."""
+    return [p for n, p in model.named_parameters() if "lora_" in n] + model.projector_parameters()
+
+
 class MLLMMethod(Method):
     """Base of the methods for LLaVA-style models: `model` in the hooks is a
     `retain.models.mllm.MLLM`, batches hold images, questions and answers, and the task
@@ -108,9 +124,6 @@ class MLLMMethod(Method):
 
     def trainable(self, model) -> list[torch.nn.Parameter]:
         return model.projector_parameters()
-
-    def task_loss(self, batch: dict, outputs, ctx: TaskContext) -> torch.Tensor:
-        return outputs.loss
 
 
 def create_method(name: str, args: dict | None = None, family: str | None = None) -> Method:

@@ -1,7 +1,8 @@
 """L2-SP (Li et al., 2018): penalise the distance of the weights to the starting point.
 
-R = weight * 0.5 * ||theta - theta0||^2 over the image tower and its projection, theta0
-the weights at the start of the current task (the pre-trained model for the first).
+R = weight * 0.5 * ||theta - theta0||^2 over the image tower and its projection (for an
+MLLM: over its LoRA adapters, as lora_ft places them, and its projector), theta0 the
+weights at the start of the current task (the pre-trained model for the first).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from retain.methods.base import Method, TaskContext, register
+from retain.methods.base import Method, TaskContext, is_mllm, mllm_trainable, register
 
 
 @dataclass
@@ -20,8 +21,19 @@ class L2SPOptions:
 
 
 def encoder_parameters(model) -> list[torch.nn.Parameter]:
+    """What a regulariser anchors: the image tower and projection, or an MLLM's trainable adapters."""
+    if is_mllm(model):
+        return mllm_trainable(model)
     enc = model.encoder
     return [*enc.vision.parameters(), *enc.visual_projection.parameters()]
+
+
+def setup_mllm_adapters(model) -> None:
+    """Give an MLLM the LoRA adapters of lora_ft (default options) if it has none."""
+    if is_mllm(model) and not any("lora_" in n for n, _ in model.named_parameters()):
+        from retain.methods.lora_ft import LoRAOptions, inject_lora
+
+        inject_lora(model, LoRAOptions())
 
 
 def l2sp_penalty(params, anchors) -> torch.Tensor:
@@ -33,6 +45,10 @@ def l2sp_penalty(params, anchors) -> torch.Tensor:
 class L2SP(Method):
     name = "l2sp"
     Options = L2SPOptions
+    families = ("dual_encoder", "mllm")
+
+    def setup(self, model) -> None:
+        setup_mllm_adapters(model)
 
     def before_task(self, ctx: TaskContext) -> None:
         self.params = encoder_parameters(ctx.model)

@@ -3,7 +3,8 @@
 After each task the buffer keeps `buffer_size` items split equally over the tasks seen
 so far (each task's share a fixed random sample of its training split). While training
 later tasks every batch gets `replay_fraction` x batch-size extra items from the buffer,
-each scored by its own task's head.
+each scored by its own task's head (for an MLLM: each with its own question and answer,
+trained as lora_ft trains).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from retain.methods.base import Method, TaskContext, register
+from retain.methods.l2sp import setup_mllm_adapters
 
 
 @dataclass
@@ -28,18 +30,30 @@ class ReplayOptions:
 class Replay(Method):
     name = "replay"
     Options = ReplayOptions
+    families = ("dual_encoder", "mllm")
 
     def setup(self, model) -> None:
+        setup_mllm_adapters(model)
         self.buffer = torch.zeros(0, 2, dtype=torch.long)  # rows: (task index, item index)
 
     def before_task(self, ctx: TaskContext) -> None:
         self.rng = np.random.default_rng(ctx.seed)
 
     def extend_batch(self, batch: dict, ctx: TaskContext) -> dict:
-        n = int(round(self.opts.replay_fraction * len(batch["labels"])))
+        n = int(round(self.opts.replay_fraction * len(batch["index"])))
         if len(self.buffer) == 0 or n == 0:
             return batch
         rows = self.buffer[self.rng.integers(0, len(self.buffer), n)]
+        if "questions" in batch:  # an MLLM batch: items are (image, question, answer)
+            # image and text-only items cannot share a batch: replay items of the batch's kind
+            out = {k: list(v) for k, v in batch.items() if k in ("images", "questions", "answers")}
+            for t, i in rows.tolist():
+                split = ctx.train_splits[t]
+                if (split.images[i] is None) == (batch["images"][0] is None):
+                    out["images"].append(split.images[i])
+                    out["questions"].append(split.questions[i])
+                    out["answers"].append(split.answers[i])
+            return {**batch, **out}
         images, labels, heads = [], [], []
         for t, i in rows.tolist():
             split = ctx.train_splits[t]
