@@ -83,8 +83,8 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
     state = run.load_state() if status == "resume" else None
     if state and state["done_tasks"] > 0:
         params, method_state = run.load_checkpoint(state["done_tasks"] - 1)
+        method.load_state_dict(method_state)  # first: it may recreate the adapters the weights belong to
         _load_parameters(mllm, params, run)
-        method.load_state_dict(method_state)
         say(f"[{method_name}] resuming after task {state['done_tasks']} of {len(tasks)} from {run.path}")
     if state is not None:  # drop the epoch points of a task that did not finish
         state["points"] = [p for p in state["points"] if p["task_index"] < state["done_tasks"]]
@@ -118,7 +118,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
             optimise(accelerator, wrapped, method, ctx, cfg, run, _collate(ctx.train, tasks[k].name),
                      lambda batch, ctx=ctx, wrapped=wrapped: batch_loss(mllm, wrapped, method, batch, ctx),
                      on_epoch=on_epoch if cfg.eval.every_epoch else None)
-            trained = {id(p) for p in method.trainable(mllm)}
+            trained = {id(p) for p in method.saved_parameters(mllm)}
             names = [n for n, p in mllm.named_parameters() if id(p) in trained]
             state["trained_parameters"] = sorted(set(state["trained_parameters"]) | set(names))
         method.after_task(ctx)

@@ -2,15 +2,20 @@
 
 from retain.methods import (  # noqa: F401  (each import registers its method)
     adapter,
+    disco,
     ewc,
     finetune,
     flyp,
+    hide,
     l2sp,
     ldifs,
     linear_probe,
     lora_ft,
     lp_ft,
+    moelora,
+    olora,
     replay,
+    sefe,
     wise_ft,
     zero_shot,
 )

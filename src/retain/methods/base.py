@@ -71,6 +71,10 @@ class Method:
         enc = model.encoder
         return [*enc.vision.parameters(), *enc.visual_projection.parameters(), *model.heads.parameters()]
 
+    def saved_parameters(self, model) -> list[torch.nn.Parameter]:
+        """MLLM runs: the parameters a checkpoint must hold (what the method changes)."""
+        return self.trainable(model)
+
     def before_task(self, ctx: TaskContext) -> None:
         """Called before the task's first step (store anchors, fit a probe, ...)."""
 

@@ -34,10 +34,12 @@ def inject_lora(mllm, opts: LoRAOptions, adapter_name: str = "default") -> None:
 
     config = LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
                         target_modules=opts.target_modules or LM_TARGETS)
+    training = mllm.model.training
     if isinstance(mllm.model, PeftModel):
         mllm.model.add_adapter(adapter_name, config)
     else:
         mllm.model = get_peft_model(mllm.model, config, adapter_name=adapter_name)
+    mllm.model.train(training)  # new modules start in training mode; keep the model's mode
 
 
 @register

@@ -53,6 +53,7 @@ class MLLM:
         self.processor = processor
         self.image_token = image_token
         self.system_prompt = system_prompt
+        self.router = None  # set by routing methods (DISCO, HiDe): picks adapters per item at inference
 
     @property
     def tokenizer(self):
@@ -101,9 +102,24 @@ class MLLM:
         return {k: v.to(self.device) for k, v in enc.items()}
 
     # ---- generation ----------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, images, questions: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
-        """Greedy answers, one per (image, question); `images` may be None for text-only turns."""
+        """Greedy answers, one per (image, question); `images` may be None for text-only turns.
+        With a router, each item is answered by the adapters the router picks for it."""
+        if self.router is None:
+            return self._generate(images, questions, max_new_tokens, batch_size)
+        keys = self.router.assign(self, images, questions)
+        out: list[str] = [""] * len(questions)
+        for key in dict.fromkeys(keys):
+            idx = [i for i, k in enumerate(keys) if k == key]
+            with self.router.activate(key):
+                got = self._generate(None if images is None else [images[i] for i in idx],
+                                     [questions[i] for i in idx], max_new_tokens, batch_size)
+            for i, g in zip(idx, got):
+                out[i] = g
+        return out
+
+    @torch.no_grad()
+    def _generate(self, images, questions: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
         out = []
         for s in range(0, len(questions), batch_size):
             qs = questions[s:s + batch_size]
@@ -122,9 +138,16 @@ class MLLM:
             raise RetainError(f"The option {empty[0]!r} has no tokens; options must be non-empty text.")
         return ids
 
-    @torch.no_grad()
     def loglik(self, image, question: str, options: list[str]) -> list[float]:
         """log p(option | image, question) for each option, the prompt computed once."""
+        if self.router is None:
+            return self._loglik(image, question, options)
+        key = self.router.assign(self, None if image is None else [image], [question])[0]
+        with self.router.activate(key):
+            return self._loglik(image, question, options)
+
+    @torch.no_grad()
+    def _loglik(self, image, question: str, options: list[str]) -> list[float]:
         enc = self._encode(None if image is None else [image], [self.chat_prompt(question, image is not None)], "left")
         out = self.model(**enc, use_cache=True)
         first = out.logits[0, -1].float().log_softmax(-1)  # predicts each option's first token

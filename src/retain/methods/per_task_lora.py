@@ -1,0 +1,58 @@
+"""Shared machinery of the methods that give every task its own LoRA adapter (O-LoRA,
+DISCO, HiDe): adapters `task0`, `task1`, ... added through PEFT before each task, the new
+one trained with the projector, and recreated on resume before their weights load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from retain.methods.base import MLLMMethod, TaskContext
+from retain.methods.lora_ft import LoRAOptions, inject_lora
+
+
+@dataclass
+class PerTaskLoRAOptions(LoRAOptions):
+    r: int = 8
+    """rank of each task's adapter"""
+    alpha: int = 16
+    """scaling numerator: each update is (alpha / r) * B A"""
+
+
+class PerTaskLoRA(MLLMMethod):
+    Options = PerTaskLoRAOptions
+
+    def setup(self, model) -> None:
+        self.mllm = model
+        self.adapters: list[str] = []
+
+    def add_adapter(self) -> str:
+        name = f"task{len(self.adapters)}"
+        inject_lora(self.mllm, self.opts, adapter_name=name)
+        self.adapters.append(name)
+        return name
+
+    def before_task(self, ctx: TaskContext) -> None:
+        while len(self.adapters) <= ctx.index:
+            self.add_adapter()
+        self.set_training_adapters(ctx.index)
+
+    def set_training_adapters(self, index: int) -> None:
+        """Which adapters are active while task `index` trains (default: its own)."""
+        self.mllm.model.base_model.set_adapter([self.adapters[index]])
+
+    def current(self) -> str:
+        return self.adapters[-1]
+
+    def trainable(self, model):
+        mine = [p for n, p in model.named_parameters() if f"lora_A.{self.current()}." in n
+                or f"lora_B.{self.current()}." in n]
+        return mine + (model.projector_parameters() if self.opts.train_projector else [])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"adapters": torch.tensor(len(self.adapters))}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        while len(self.adapters) < int(state["adapters"]):
+            self.add_adapter()
