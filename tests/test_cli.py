@@ -165,3 +165,18 @@ def test_multi_process_accelerate_launch(tmp_path, tiny_clip_dir):
     res = results(tmp_path, "ldifs")
     assert np.asarray(res["accuracy_matrix"]).shape == (2, 1)
     assert (tmp_path / "runs" / "tiny" / "comparison.md").exists()
+
+
+def test_several_seeds_give_mean_and_spread(tmp_path, tiny_clip_dir):
+    retain("run", tiny_config(tmp_path, tiny_clip_dir, sequence=["digits"], seeds=[0, 1]))
+    runs = [json.loads((tmp_path / "runs" / "tiny" / "finetune" / f"seed-{s}" / "results.json").read_text())
+            for s in (0, 1)]
+    assert [r["seed"] for r in runs] == [0, 1]
+    mft = [r["metrics"]["MFT"] for r in runs]
+    table = (tmp_path / "runs" / "tiny" / "comparison.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| finetune |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2"  # seeds
+    assert cells[2] == f"{100 * np.mean(mft):.1f} ± {100 * np.std(mft, ddof=1):.1f}"
+    again = retain("compare", str(tmp_path / "runs" / "tiny"))
+    assert row in again.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -94,18 +95,20 @@ def test_lora_equals_its_merged_weights(tiny_llava_dir):
     assert torch.allclose(W, layer, atol=1e-6)
 
 
-def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir):
-    over = {"sequence": ["digits", "textile"], "methods": ["lora_ft"], "train": {"epochs": 1},
+@pytest.mark.parametrize("method", ["lora_ft", "disco", "sefe"])
+def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir, method):
+    """lora_ft: one adapter; disco: adapters and router rebuilt from the checkpoint; sefe: merged weights."""
+    over = {"sequence": ["digits", "textile"], "methods": [method], "train": {"epochs": 1},
             "eval": {"every_epoch": False, "emt_tasks": []}}
     retain("run", mllm_config(tmp_path / "a", tiny_llava_dir, **over))
     killed = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), env={"RETAIN_KILL_AFTER_TASK": "1"},
                     check=False)
     assert killed.returncode != 0
-    assert not (tmp_path / "b" / "runs" / "tiny" / "lora_ft" / "results.json").exists()
+    assert not (tmp_path / "b" / "runs" / "tiny" / method / "results.json").exists()
     refused = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), check=False)
     assert refused.returncode == 2 and "--resume" in refused.stderr
     retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), "--resume")
-    a, b = results(tmp_path / "a", "lora_ft"), results(tmp_path / "b", "lora_ft")
+    a, b = results(tmp_path / "a", method), results(tmp_path / "b", method)
     assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["evaluation"]["curve"] == b["evaluation"]["curve"]
 
 
@@ -123,7 +126,6 @@ def test_bad_mllm_config_is_one_clear_message(tmp_path, tiny_llava_dir, override
 
 
 def test_instruction_sequence_with_conversation_files(tmp_path, tiny_llava_dir):
-    import numpy as np
     from PIL import Image
 
     (tmp_path / "img").mkdir(parents=True)
@@ -154,3 +156,32 @@ def test_answer_longer_than_the_context_is_named(tmp_path, tiny_llava_dir):
     spec = {"name": "chatty", "train": str(tmp_path / "long.json"), "test": str(tmp_path / "long.json")}
     proc = retain("run", mllm_config(tmp_path, tiny_llava_dir, sequence=[spec], methods=["lora_ft"]), check=False)
     assert proc.returncode == 2 and "Item 0 of task 'chatty'" in proc.stderr and "context of 512" in proc.stderr
+
+
+def test_every_mcit_method_runs_through_a_sequence(tmp_path, tiny_llava_dir):
+    methods = ["adapter", "lora_ft", "replay", "ewc", "l2sp", "olora", "moelora", "sefe", "disco", "hide"]
+    retain("run", mllm_config(tmp_path, tiny_llava_dir, sequence=["digit-read", "textile-inspect"], methods=methods,
+                              train={"epochs": 1}, eval={"every_epoch": False, "emt_tasks": []}))
+    table = (tmp_path / "runs" / "tiny" / "comparison.md").read_text()
+    for m in methods:
+        res = results(tmp_path, m)
+        A = np.asarray(res["accuracy_matrix"])
+        assert A.shape == (3, 2) and ((A >= 0) & (A <= 1)).all()
+        assert set(res["metrics"]) >= {"MFT", "MFN", "MAA", "BWT", "forgetting"}
+        assert f"| {m} |" in table
+
+
+def test_mllm_run_under_accelerate_launch(tmp_path, tiny_llava_dir):
+    import os
+    import subprocess
+    import sys
+
+    from test_cli import ROOT
+
+    cfg = mllm_config(tmp_path, tiny_llava_dir, methods=["lora_ft"], train={"epochs": 1}, eval={"every_epoch": False})
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "retain", "run", str(cfg)], cwd=ROOT, env={**os.environ, "RETAIN_QUIET": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert np.asarray(results(tmp_path, "lora_ft")["accuracy_matrix"]).shape == (2, 1)

@@ -79,11 +79,17 @@ def cmd_run(args) -> int:
     unknown = set(cfg.method_args) - set(cfg.methods)
     if unknown:
         raise RetainError(f"method_args names {sorted(unknown)}, which are not in methods {cfg.methods}.")
+    import dataclasses
+
+    from retain.rundir import run_path
+
     group = Path(cfg.output_dir) / cfg.name
     runs = []
     for name in cfg.methods:
-        run_method(cfg, name, resume=args.resume)
-        runs.append(group / name)
+        for seed in cfg.seeds or [cfg.seed]:
+            seeded = dataclasses.replace(cfg, seed=int(seed))
+            run_method(seeded, name, resume=args.resume)
+            runs.append(run_path(seeded, name))
     from retain.progress import is_main
 
     if not is_main():

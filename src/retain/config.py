@@ -76,6 +76,8 @@ class RunConfig:
     """per-method options, e.g. {ldifs: {alpha: 10}}"""
     seed: int = 0
     """random seed for everything"""
+    seeds: list = field(default_factory=list)
+    """repeat every method with each of these seeds (runs <method>/seed-<s>/; tables show mean and spread)"""
     output_dir: str = "runs"
     """where run directories go"""
     trust_remote_code: bool = False

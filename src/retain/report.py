@@ -23,15 +23,17 @@ COLUMNS = [("MFT", "MFT (downstream)"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", 
 
 
 def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories (those holding results.json) named directly or one level below."""
+    """Run directories (those holding results.json) named directly, one level below, or
+    as seed repeats (<method>/seed-<s>/)."""
     runs = []
     for p in map(Path, paths):
         if (p / "results.json").exists():
             runs.append(p)
             continue
-        below = sorted(d for d in p.glob("*/") if (d / "results.json").exists()) if p.is_dir() else []
+        below = sorted(d for pattern in ("*/", "*/seed-*/") for d in p.glob(pattern)
+                       if (d / "results.json").exists()) if p.is_dir() else []
         if not below:
-            raise RetainError(f"{p} is not a finished run directory (no results.json in it or one level below).")
+            raise RetainError(f"{p} is not a finished run directory (no results.json in it or below it).")
         runs += below
     return runs
 
@@ -47,15 +49,33 @@ def comparison_rows(runs: list[Path]) -> tuple[list[str], list[list]]:
     header = ["method"] + [label for _, label in COLUMNS] + [f"{label} delta (mean)" for _, label in kinds]
     header += [f"{kinds[0][1]} delta {p}" for p in probes] if kinds else []
     rows = []
+    seeded = [r.name.startswith("seed-") for r in runs]
     for run, res in zip(runs, results):
         cf = res.get("concept_forgetting", {})
-        row = [res["method"] if len(set(r.name for r in runs)) == len(runs) else str(run)]
+        unique = all(seeded) or len(set(r.name for r in runs)) == len(runs)
+        row = [res["method"] if unique else str(run)]
         row += [res["metrics"][k] for k, _ in COLUMNS]
         row += [cf.get(k, {}).get("mean_delta") for k, _ in kinds]
         if kinds:
             row += [cf.get(kinds[0][0], {}).get("delta", {}).get(p) for p in probes]
         rows.append(row)
+    if all(seeded) and len({row[0] for row in rows}) < len(rows):
+        header, rows = ["method", "seeds"] + header[1:], mean_and_spread(rows)
     return header, rows
+
+
+def mean_and_spread(rows: list[list]) -> list[list]:
+    """Rows of one method (several seeds) folded into one: (mean, standard deviation) per cell."""
+    out = []
+    for method in dict.fromkeys(r[0] for r in rows):
+        mine = [r[1:] for r in rows if r[0] == method]
+        cells = []
+        for column in zip(*mine):
+            values = [v for v in column if isinstance(v, (int, float))]
+            cells.append((float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+                         if values else None)
+        out.append([method, len(mine), *cells])
+    return out
 
 
 def format_table(header: list[str], rows: list[list]) -> str:
@@ -63,6 +83,8 @@ def format_table(header: list[str], rows: list[list]) -> str:
     def cell(v):
         if v is None:
             return "-"
+        if isinstance(v, tuple):
+            return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
         if isinstance(v, float):
             return f"{100 * v:.1f}"
         return str(v)
@@ -79,7 +101,8 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
     note = "Scores in %; deltas are fine-tuned minus pre-trained accuracy (negative = forgetting).\n"
     write_text(out_dir / "comparison.md", table + "\n\n" + note)
     buf = io.StringIO()
-    csv.writer(buf).writerows([header] + rows)
+    csv.writer(buf).writerows([header] + [[f"{c[0]:.6g} ± {c[1]:.6g}" if isinstance(c, tuple) else c for c in r]
+                                          for r in rows])
     write_text(out_dir / "comparison.csv", buf.getvalue())
     write_text(out_dir / "comparison.json", json.dumps({"header": header, "rows": rows, "runs": [str(r) for r in runs]}, indent=2))
     results = [read_json(r / "results.json") for r in runs]
@@ -266,6 +289,8 @@ def _html_table(header, rows) -> str:
     def cell(v):
         if v is None:
             return "-"
+        if isinstance(v, tuple):
+            return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
         return f"{100 * v:.1f}" if isinstance(v, float) else html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)

@@ -37,6 +37,12 @@ def versions() -> dict[str, str]:
     return out
 
 
+def run_path(cfg, method_name: str) -> Path:
+    """<output_dir>/<name>/<method>/, or .../<method>/seed-<s>/ when the config repeats seeds."""
+    path = Path(cfg.output_dir) / cfg.name / method_name
+    return path / f"seed-{cfg.seed}" if cfg.seeds else path
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -29,7 +29,7 @@ from retain.methods.base import Method, TaskContext, create_method, options_dict
 from retain.models import load_dual_encoder
 from retain.models.classifier import ImageClassifier
 from retain.progress import bar, say
-from retain.rundir import RunDir
+from retain.rundir import RunDir, run_path
 from retain.schedule import warmup_cosine
 
 
@@ -47,7 +47,7 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
     from accelerate.utils import DistributedDataParallelKwargs
 
     method = create_method(method_name, cfg.method_args.get(method_name))
-    run = RunDir(os.path.join(cfg.output_dir, cfg.name, method_name))
+    run = RunDir(run_path(cfg, method_name))
     resolved = {**to_dict(cfg), "method": method_name, "method_options": options_dict(method)}
     status = run.prepare(resolved, resume)
     if status == "done":

@@ -27,7 +27,7 @@ from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
 from retain.eval.instruct import evaluate_instruction
 from retain.methods.base import Method, TaskContext, create_method, options_dict
 from retain.progress import say
-from retain.rundir import RunDir
+from retain.rundir import RunDir, run_path
 from retain.train import delta_summary, optimise, seed_everything
 
 TRAIN_MODES = ("rule", "likelihood")
@@ -57,7 +57,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
 
     method = create_method(method_name, cfg.method_args.get(method_name), family="mllm")
     check_config(cfg)
-    run = RunDir(os.path.join(cfg.output_dir, cfg.name, method_name))
+    run = RunDir(run_path(cfg, method_name))
     resolved = {**to_dict(cfg), "family": "mllm", "method": method_name, "method_options": options_dict(method)}
     status = run.prepare(resolved, resume)
     if status == "done":

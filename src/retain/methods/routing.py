@@ -56,6 +56,10 @@ class PrototypeRouter:
         self.sums[task] = self.sums.get(task, torch.zeros(f.shape[1])) + f.sum(0)
         self.counts[task] = self.counts.get(task, 0) + len(f)
 
+    def ready(self) -> bool:
+        """False before the first task: nothing to route to, the model answers as it is."""
+        return bool(self.sums)
+
     def prototypes(self) -> tuple[list[int], torch.Tensor]:
         tasks = sorted(self.sums)
         return tasks, torch.stack([self.sums[t] / self.counts[t] for t in tasks])

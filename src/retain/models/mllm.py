@@ -105,7 +105,7 @@ class MLLM:
     def generate(self, images, questions: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
         """Greedy answers, one per (image, question); `images` may be None for text-only turns.
         With a router, each item is answered by the adapters the router picks for it."""
-        if self.router is None:
+        if self.router is None or not self.router.ready():
             return self._generate(images, questions, max_new_tokens, batch_size)
         keys = self.router.assign(self, images, questions)
         out: list[str] = [""] * len(questions)
@@ -140,7 +140,7 @@ class MLLM:
 
     def loglik(self, image, question: str, options: list[str]) -> list[float]:
         """log p(option | image, question) for each option, the prompt computed once."""
-        if self.router is None:
+        if self.router is None or not self.router.ready():
             return self._loglik(image, question, options)
         key = self.router.assign(self, None if image is None else [image], [question])[0]
         with self.router.activate(key):
