@@ -161,7 +161,7 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
     n, name = len(ctx.train), ctx.task.name
     loader = torch.utils.data.DataLoader(range(n), batch_size=per_process, shuffle=True, collate_fn=collate,
                                          drop_last=n > per_process, generator=torch.Generator().manual_seed(ctx.seed))
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=tc.lr * method.lr_scale, weight_decay=tc.weight_decay)
     optimizer, loader = accelerator.prepare(optimizer, loader)
     total = tc.epochs * len(loader)
     if tc.max_steps:

@@ -175,7 +175,7 @@ def separable_tasks():
     return [dark, bright]
 
 
-@pytest.mark.parametrize("name", ["disco", "hide"])
+@pytest.mark.parametrize("name", ["disco", "hide", "modalprompt"])
 def test_routing_sends_held_out_items_to_their_own_task(mllm, name):
     method = create_method(name, family="mllm")
     method.setup(mllm)
@@ -214,3 +214,32 @@ def test_hide_fuses_lower_layers_and_routes_the_top_one(mllm):
         assert torch.allclose(routed, high.base_layer(x) + x @ expert.T, atol=1e-5)
     assert low.scaling == {"task0": 2.0, "task1": 2.0} and high.scaling == low.scaling  # restored after routing
     assert list(mllm.model.base_model.active_adapters) == ["task1"]  # restored to the training state
+
+
+def test_modalprompt_feeds_the_active_tasks_prompts_and_trains_only_them(mllm):
+    method = create_method("modalprompt", {"length": 4}, family="mllm")
+    method.setup(mllm)
+    splits = separable_tasks()
+    for k in range(2):
+        method.before_task(context(mllm, splits, k))
+    bank = method.bank
+    assert [tuple(p.shape) for p in bank.tasks] == [(4, 32), (4, 32)] and bank.active == 1
+    assert method.trainable(mllm) == [bank.tasks[1]] and method.lr_scale == 50.0
+    batch = mllm.training_batch([splits[1].images[0]], [splits[1].questions[0]], ["b"])
+    ids = batch["input_ids"][0]
+    slots = (ids >= bank.first_id) & (ids < bank.first_id + 4)
+    assert int(slots.sum()) == 4  # the prompt tokens are in the prompt
+    embedding = mllm.model.get_input_embeddings()
+    with method.routed(0):
+        seen = embedding(batch["input_ids"])[0][slots]
+        assert torch.equal(seen, bank.tasks[0].detach())
+    assert torch.equal(embedding(batch["input_ids"])[0][slots], bank.tasks[1].detach())
+    for p in mllm.parameters():
+        p.requires_grad_(False)
+    bank.tasks[1].requires_grad_(True)
+    labels = batch.pop("labels")
+    logits = mllm.model(**batch).logits[:, :-1]
+    torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                      ignore_index=-100).backward()
+    assert bank.tasks[1].grad is not None and bank.tasks[1].grad.abs().sum() > 0
+    assert bank.tasks[0].grad is None

@@ -12,6 +12,7 @@ from retain.methods import (  # noqa: F401  (each import registers its method)
     linear_probe,
     lora_ft,
     lp_ft,
+    modalprompt,
     moelora,
     olora,
     replay,

@@ -54,6 +54,8 @@ class Method:
     """False for methods with no gradient steps (zero-shot, linear probe)"""
     taps: tuple[int, ...] = ()
     """vision blocks whose hidden states the trainer should return in outputs["taps"]"""
+    lr_scale: float = 1.0
+    """the method's learning rate as a multiple of train.lr (soft prompts want a larger one)"""
     families: ClassVar[tuple[str, ...]] = ("dual_encoder",)
     """model families the method applies to: dual_encoder (CLIP-style), mllm (LLaVA-style)"""
 

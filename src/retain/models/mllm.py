@@ -54,6 +54,7 @@ class MLLM:
         self.image_token = image_token
         self.system_prompt = system_prompt
         self.router = None  # set by routing methods (DISCO, HiDe): picks adapters per item at inference
+        self.prefix = ""  # text put before every question (ModalPrompt's prompt tokens)
 
     @property
     def tokenizer(self):
@@ -81,6 +82,7 @@ class MLLM:
     # ---- prompts -------------------------------------------------------------------
     def chat_prompt(self, question: str, image: bool = True) -> str:
         """The user turn (image first, then the question) in the model's chat template."""
+        question = self.prefix + question
         content = f"{self.image_token}\n{question}" if image else question
         messages = [{"role": "user", "content": content}]
         if self.system_prompt is not None:
