@@ -175,7 +175,7 @@ def separable_tasks():
     return [dark, bright]
 
 
-@pytest.mark.parametrize("name", ["disco", "hide", "modalprompt"])
+@pytest.mark.parametrize("name", ["disco", "hide", "modalprompt", "clmoe"])
 def test_routing_sends_held_out_items_to_their_own_task(mllm, name):
     method = create_method(name, family="mllm")
     method.setup(mllm)
@@ -243,3 +243,36 @@ def test_modalprompt_feeds_the_active_tasks_prompts_and_trains_only_them(mllm):
                                       ignore_index=-100).backward()
     assert bank.tasks[1].grad is not None and bank.tasks[1].grad.abs().sum() > 0
     assert bank.tasks[0].grad is None
+
+
+def test_clmoe_dual_momentum_keeps_what_the_task_used(mllm):
+    from retain.methods.clmoe import blend
+    from retain.methods.moelora import moe_layers
+
+    old, new = torch.zeros(3, 2), torch.ones(3, 2)
+    assert torch.allclose(blend(old, new, torch.tensor([0.1, 0.9, 0.5])),
+                          torch.tensor([[0.9, 0.9], [0.1, 0.1], [0.5, 0.5]]))
+    method = create_method("clmoe", {"experts": 4, "r": 8, "usage_items": 4}, family="mllm")
+    method.setup(mllm)
+    splits = separable_tasks()
+    ctx = context(mllm, splits, 0)
+    method.before_task(ctx)
+    layers = moe_layers(mllm.model)
+    with torch.no_grad():
+        for _, layer in layers:
+            layer.lora_task_bias[0].copy_(torch.tensor([6.0, 0.0, 0.0, 0.0]))  # the task relies on expert 0
+            layer.lora_A.add_(1.0)  # "training" moved every expert
+    start = {n: method.start[n][0].clone() for n, _ in layers}
+    trained = {n: layer.lora_A.detach().clone() for n, layer in layers}
+    method.after_task(ctx)
+    for n, layer in layers:
+        A = layer.lora_A.detach()
+        assert torch.allclose(A[0], 0.1 * start[n][0] + 0.9 * trained[n][0], atol=1e-6)
+        assert torch.allclose(A[1:], 0.9 * start[n][1:] + 0.1 * trained[n][1:], atol=1e-6)
+    x = torch.randn(2, layers[0][1].base.in_features)
+    method.before_task(context(mllm, splits, 1))
+    with method.routed(0):
+        g0 = layers[0][1].gates(x)
+    with method.routed(1):
+        g1 = layers[0][1].gates(x)
+    assert torch.allclose(g0.sum(-1), torch.ones(2)) and g0[:, 0].min() > 0.9 and torch.allclose(g1, torch.full_like(g1, 0.25))

@@ -2,6 +2,7 @@
 
 from retain.methods import (  # noqa: F401  (each import registers its method)
     adapter,
+    clmoe,
     disco,
     ewc,
     finetune,

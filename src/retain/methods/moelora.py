@@ -52,12 +52,17 @@ class MoELoRALinear(nn.Module):
         for e in range(experts):
             nn.init.kaiming_uniform_(self.lora_A.data[e], a=math.sqrt(5))
         nn.init.zeros_(self.lora_router.weight)  # uniform routing at the start
+        self.lora_task_bias = nn.ParameterList()  # CL-MoE's task-level router: one logit vector per task
+        self.active_task = -1  # which task's bias applies (-1: none)
         self.dropout = nn.Dropout(dropout)
         self.to(base.weight.device, base.weight.dtype)
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         """(..., E) routing weights of each token; they sum to one."""
-        return F.softmax(self.lora_router(x).float(), dim=-1).to(x.dtype)
+        logits = self.lora_router(x).float()
+        if self.active_task >= 0:
+            logits = logits + self.lora_task_bias[self.active_task].float()
+        return F.softmax(logits, dim=-1).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(x)
@@ -81,6 +86,10 @@ def inject_moelora(model: nn.Module, opts: MoELoRAOptions) -> list[str]:
         setattr(parent, child, MoELoRALinear(getattr(parent, child), opts.r, opts.alpha, opts.experts, opts.dropout))
     model.train(model.training)  # the new modules follow the model's mode
     return names
+
+
+def moe_layers(model: nn.Module) -> list[tuple[str, MoELoRALinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, MoELoRALinear)]
 
 
 @register
