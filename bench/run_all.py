@@ -70,14 +70,56 @@ def summary() -> str:
         lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation: it "
                   "scores one image at a time (the prompt once, then every class name on the shared cache), while "
                   "generation answers 8 images per batch and stops at a few tokens.", ""]
+    tp = RESULTS / "mcit_throughput.json"
+    if tp.exists():
+        r = json.loads(tp.read_text())
+        lines += ["## LoRA-FT training throughput (`bench/mcit_throughput.py`)", "",
+                  f"mini-LLaVA, LoRA r 16 + projector, batch {r['batch']} of vqa-shapes, {r['steps']} timed steps after "
+                  f"{r['warmup_steps']}, best of {r['repeats']} alternating runs per arm, each in its own process.", "",
+                  "| arm | tokens/s | peak memory (MB) |", "|---|---|---|",
+                  f"| plain transformers + PEFT loop | {r['best_tokens_per_s']['plain']:.0f} | {r['peak_rss_mb']['plain']:.0f} |",
+                  f"| retain's trainer (`lora_ft`) | {r['best_tokens_per_s']['retain']:.0f} | {r['peak_rss_mb']['retain']:.0f} |",
+                  "", f"retain / plain: {r['retain_over_plain']:.3f}.", ""]
+    mo = RESULTS / "mcit_offline.json"
+    if mo.exists():
+        r = json.loads(mo.read_text())
+        lines += ["## Continual instruction tuning, offline benchmark (`bench/mcit_offline.py`)", "",
+                  "Table and matrices in `docs/mcit.md`. Wall time and peak memory per method (budget 15 minutes):", "",
+                  "| method | wall (s) | peak memory (MB) |", "|---|---|---|"]
+        lines += [f"| {m} | {v['wall_s']:.0f} | {v['peak_rss_mb']:.0f} |" for m, v in r["runs"].items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def mcit_page() -> str | None:
+    mo = RESULTS / "mcit_offline.json"
+    if not mo.exists():
+        return None
+    r = json.loads(mo.read_text())
+    lines = ["# Continual instruction tuning on the offline benchmark", "",
+             "Written by `bench/run_all.py --summary` from `bench/results/mcit_offline.json` "
+             f"(made by `bench/mcit_offline.py`, which runs `{r['command']}` for each method on 2 CPU cores).", "",
+             f"Sequence: {' -> '.join(r['sequence'])}; mini-LLaVA; train: {r['train']}; "
+             f"{r['eval_limit']} test items per task at every evaluation point. Scores in %.", "",
+             r["table"], "", "## Accuracy matrices (row 0: before training; row t: after task t)", ""]
+    for m, A in r["matrices"].items():
+        lines += [f"### {m}", "", "| after | " + " | ".join(r["sequence"]) + " |", "|---|" + "---|" * len(r["sequence"])]
+        for t, row in enumerate(A):
+            label = "zero-shot" if t == 0 else r["sequence"][t - 1]
+            lines.append(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in row) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     if "--summary" not in sys.argv:
-        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py"):
+        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "mcit_throughput.py",
+                       "mcit_offline.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
+    page = mcit_page()
+    if page:
+        (ROOT / "docs" / "mcit.md").write_text(page)
     print(summary())
 
 

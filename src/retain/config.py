@@ -54,6 +54,12 @@ class EvalConfig:
     """MLLM runs: EMT prompt with {noun} and {classes} (empty: the paper's template)"""
     encoder: str = ""
     """MLLM runs: the vision encoder as a dual encoder, for EMT's zero-shot column (mini-clip for mini-llava)"""
+    judge_url: str = ""
+    """MLLM runs: OpenAI-compatible base URL of the LLM judge, for tasks with scorer judge"""
+    judge_model: str = ""
+    """MLLM runs: the judge's model name at that endpoint"""
+    judge_key_env: str = "OPENAI_API_KEY"
+    """MLLM runs: the environment variable holding the judge's key (never written anywhere)"""
     every_epoch: bool = False
     """also evaluate after every epoch, not only after every task"""
 

@@ -194,6 +194,19 @@ class Evaluator:
 
     def __init__(self, mllm, cfg: RunConfig, tasks: list, held_out: dict, template: str):
         self.mllm, self.cfg, self.tasks, self.held_out, self.template = mllm, cfg, tasks, held_out, template
+        self.judge = None
+        if any(t.scorer == "judge" for t in tasks):
+            e = cfg.eval
+            if not (e.judge_url and e.judge_model):
+                names = [t.name for t in tasks if t.scorer == "judge"]
+                raise RetainError(f"{names} are scored by an LLM judge: set eval.judge_url and eval.judge_model "
+                                  f"(the key is read from ${e.judge_key_env}).")
+            from retain.eval.judge import LLMJudge
+            from retain.llm import ChatClient
+            from retain.paths import cache_dir
+
+            self.judge = LLMJudge(ChatClient(e.judge_url, e.judge_model, api_key_env=e.judge_key_env,
+                                             cache_dir=str(cache_dir("judge"))))
 
     def emt_sources(self) -> dict:
         """The classification datasets evaluated with EMT, by name."""
@@ -208,7 +221,7 @@ class Evaluator:
             records += [{**rec, "task": name} for rec in r.records]
         for task in self.tasks:
             if task.scorer != "emt":
-                r = evaluate_instruction(self.mllm, task, limit=limit)
+                r = evaluate_instruction(self.mllm, task, limit=limit, judge=self.judge)
                 acc[task.name] = r.score
                 records += [{**rec, "task": task.name} for rec in r.records]
         order = [t.name for t in self.tasks] + [n for n in self.held_out]

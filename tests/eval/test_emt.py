@@ -79,3 +79,22 @@ def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
         assert t["gap"] == pytest.approx(t["mllm_accuracy"] - t["encoder_zero_shot"])
     assert len((out / "records" / "digits.jsonl").read_text().splitlines()) == 6
     assert "| digits |" in proc.stdout
+
+
+def test_mini_llava_gets_the_mini_clip_column_by_default(tmp_path, tiny_llava_dir, tiny_clip_dir, monkeypatch):
+    import retain.models
+    import retain.models.mllm
+    from retain.cli import main
+
+    seen = []
+    real_mllm, real_encoder = retain.models.mllm.load_mllm, retain.models.load_dual_encoder
+    monkeypatch.setattr(retain.models.mllm, "load_mllm",
+                        lambda name, **kw: seen.append(name) or real_mllm(str(tiny_llava_dir)))
+    monkeypatch.setattr(retain.models, "load_dual_encoder",
+                        lambda name, **kw: seen.append(name) or real_encoder(str(tiny_clip_dir)))
+    out = tmp_path / "eval"
+    assert main(["--quiet", "eval", "--model", "mini-llava", "--tasks", "digits", "--limit", "4",
+                 "--mode", "likelihood", "--out", str(out)]) == 0
+    assert seen == ["mini-llava", "mini-clip"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["encoder"] == "mini-clip" and res["tasks"][0]["encoder_zero_shot"] is not None

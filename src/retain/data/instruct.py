@@ -11,7 +11,7 @@ An `InstructionTask` is what the MLLM trainer trains and evaluates on. Sources:
 - LLaVA/MCITlib conversation files (`load_conversations`): a JSON list or JSONL of
   `{"image": path, "conversations": [{"from": "human", "value": "<image>\\n..."},
   {"from": "gpt", "value": "..."}]}`, one file per split, scored as the task says
-  (exact, vqa or caption).
+  (exact, vqa, caption, or judge: an LLM judge).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def from_classification(task: Task, template: str | None = None) -> InstructionT
 
 
 # ---- the offline instruction benchmark ------------------------------------------------
-SCORERS = ("emt", "exact", "vqa", "caption")
+SCORERS = ("emt", "exact", "vqa", "caption", "judge")
 VQA_SIZES = {"train": 1200, "val": 200, "test": 500}
 
 
@@ -236,7 +236,7 @@ def load_instruction_task(spec, template: str | None = None) -> InstructionTask:
                               f"got {sorted(spec)} for {spec.get('name', '?')!r}.")
         scorer = spec.get("scorer", "exact")
         if scorer not in SCORERS[1:]:
-            raise RetainError(f"Task {spec['name']!r}: unknown scorer {scorer!r}; use exact, vqa or caption.")
+            raise RetainError(f"Task {spec['name']!r}: unknown scorer {scorer!r}; use exact, vqa, caption or judge.")
         root = _expand(spec["image_root"], spec["name"]) if spec.get("image_root") else None
         splits = {s: load_conversations(_expand(spec[s], spec["name"]), root) for s in ("train", "val", "test") if s in spec}
         return InstructionTask(spec["name"], splits, scorer)

@@ -2,7 +2,9 @@
 
 Scorers: `exact` (exact match after the VQA normalisation), `vqa` (VQA accuracy over the
 references), `caption` (ROUGE-L per item as the task's score; BLEU-4 and CIDEr-D over the
-split as well). Every answer is kept as a record, so each score can be audited.
+split as well), `judge` (an LLM judge on an OpenAI-compatible endpoint decides; an item
+it cannot judge is reported and left out of the score). Every answer is kept as a record,
+so each score can be audited.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from retain.eval.text_scores import bleu, cider_d, exact_match, rouge_l, vqa_acc
 from retain.progress import bar
 
 ITEM_SCORES = {"exact": exact_match, "vqa": vqa_accuracy, "caption": rouge_l}
+SCORERS = (*ITEM_SCORES, "judge")
 
 
 @dataclass
@@ -28,11 +31,14 @@ class InstructionResult:
 
 
 def evaluate_instruction(mllm, task, limit: int | None = None, batch_size: int = 8,
-                         max_new_tokens: int = 32) -> InstructionResult:
+                         max_new_tokens: int = 32, judge=None) -> InstructionResult:
     """Generate an answer for each test item of `task` and score it with the task's scorer."""
-    if task.scorer not in ITEM_SCORES:
+    if task.scorer not in SCORERS:
         raise RetainError(f"Task {task.name!r} has scorer {task.scorer!r}, which `evaluate_instruction` does not "
-                          f"handle (use one of {sorted(ITEM_SCORES)}; emt tasks go through evaluate_emt).")
+                          f"handle (use one of {', '.join(SCORERS)}; emt tasks go through evaluate_emt).")
+    if task.scorer == "judge" and judge is None:
+        raise RetainError(f"Task {task.name!r} is scored by an LLM judge: set eval.judge_url and eval.judge_model "
+                          "(the key comes from the variable named by eval.judge_key_env).")
     split = task.split("test").subset(limit)
     answers = []
     for s in bar(range(0, len(split), batch_size), desc=f"answering {task.name}"):
@@ -51,16 +57,26 @@ def evaluate_instruction(mllm, task, limit: int | None = None, batch_size: int =
             continue
         answers += mllm.generate(ims, split.questions[s:s + batch_size], max_new_tokens=max_new_tokens,
                                  batch_size=batch_size)
-    score_of = ITEM_SCORES[task.scorer]
     records = []
     for i, answer in enumerate(answers):
         refs = split.refs(i)
-        records.append({"index": i, "question": split.questions[i], "answer": answer, "references": refs,
-                        "score": score_of(answer, refs)})
+        rec = {"index": i, "question": split.questions[i], "answer": answer, "references": refs}
+        if task.scorer == "judge":
+            v = judge.judge_open(split.questions[i], answer, refs)
+            rec["score"] = None if v.correct is None else float(v.correct)
+            rec["judge_reply"] = v.reply
+            if v.error:
+                rec["judge_error"] = v.error
+        else:
+            rec["score"] = ITEM_SCORES[task.scorer](answer, refs)
+        records.append(rec)
     extra = {}
     if task.scorer == "caption":
         refs = [split.refs(i) for i in range(len(answers))]
         extra = {"bleu4": bleu(answers, refs), "cider_d": cider_d(answers, refs),
                  "rouge_l": float(np.mean([r["score"] for r in records]))}
-    score = float(np.mean([r["score"] for r in records])) if records else 0.0
+    scored = [r["score"] for r in records if r["score"] is not None]
+    if task.scorer == "judge":
+        extra = {"judged": len(scored), "judge_errors": len(records) - len(scored)}
+    score = float(np.mean(scored)) if scored else 0.0
     return InstructionResult(task.name, task.scorer, score, extra, records)

@@ -1,6 +1,7 @@
-"""EMT's LLM judge: does a free-text answer name the image's class? (Zhai et al., 2023)
+"""LLM judges: does a free-text answer name the image's class (EMT, Zhai et al., 2023), and
+is an open answer correct given its references (instruction tasks that ask for a judge)?
 
-The paper asked GPT-3.5 whether the MLLM's answer and the label mean the same object.
+EMT's paper asked GPT-3.5 whether the MLLM's answer and the label mean the same object.
 Any OpenAI-compatible endpoint serves (see `retain.llm.ChatClient`). A judge reply must
 begin with yes or no; any other reply is asked again (uncached) and, if it stays unclear,
 reported for that item. No failure of one item stops the others.
@@ -19,6 +20,12 @@ JUDGE_PROMPT = (
     "The model answered: \"{answer}\"\n"
     "Does the answer name exactly the class {label} (synonyms and plurals count, several classes do not)? "
     "Reply yes or no."
+)
+
+OPEN_SYSTEM = "You grade answers to questions about images. Reply with one word: yes or no."
+OPEN_PROMPT = (
+    "Question: {question}\nReference answer(s): {references}\nModel answer: \"{answer}\"\n"
+    "Does the model answer mean the same as a reference answer? Reply yes or no."
 )
 
 
@@ -42,9 +49,18 @@ class LLMJudge:
         self.unclear_retries = unclear_retries
 
     def judge(self, answer: str, label: str, class_names: list[str]) -> Verdict:
-        messages = [{"role": "system", "content": JUDGE_SYSTEM},
-                    {"role": "user", "content": JUDGE_PROMPT.format(label=label, classes=", ".join(class_names),
-                                                                    answer=answer.replace('"', "'"))}]
+        """EMT: does `answer` name exactly the class `label` among `class_names`?"""
+        return self._ask([{"role": "system", "content": JUDGE_SYSTEM},
+                          {"role": "user", "content": JUDGE_PROMPT.format(label=label, classes=", ".join(class_names),
+                                                                          answer=answer.replace('"', "'"))}])
+
+    def judge_open(self, question: str, answer: str, references: list[str]) -> Verdict:
+        """Instruction tasks: is `answer` to `question` correct, given the reference answers?"""
+        return self._ask([{"role": "system", "content": OPEN_SYSTEM},
+                          {"role": "user", "content": OPEN_PROMPT.format(
+                              question=question, references=" | ".join(references), answer=answer.replace('"', "'"))}])
+
+    def _ask(self, messages: list[dict]) -> Verdict:
         reply = None
         for attempt in range(self.unclear_retries + 1):
             try:

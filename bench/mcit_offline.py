@@ -1,0 +1,63 @@
+"""Every MCIT method on the offline benchmark with mini-LLaVA: the table, and each run's
+wall time and peak memory (budget: under 15 minutes per method on 2 CPU cores).
+
+Each method runs in its own process (`retain run configs/mcit-offline.yaml methods=[m]`)
+into runs/mcit-offline/<method>/, so a method already finished there is not recomputed
+(its time is kept from the first measurement). Results: bench/results/mcit_offline.json,
+the comparison table in docs/mcit.md (via bench/run_all.py --summary).
+
+    .venv/bin/python bench/mcit_offline.py                    # every method of the preset
+    .venv/bin/python bench/mcit_offline.py lora_ft olora      # some
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results" / "mcit_offline.json"
+PROBE = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.time()\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "print('BENCH', rc, time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def main() -> None:
+    from retain.config import load_config
+    from retain.report import comparison_rows, format_table
+
+    cfg = load_config(ROOT / "configs" / "mcit-offline.yaml")
+    methods = sys.argv[1:] or cfg.methods
+    res = json.loads(OUT.read_text()) if OUT.exists() else {"runs": {}}
+    for m in methods:
+        run = ROOT / "runs" / cfg.name / m
+        if (run / "results.json").exists() and m in res["runs"]:
+            print(f"{m}: finished before ({res['runs'][m]['wall_s']:.0f} s)")
+            continue
+        cmd = [sys.executable, "-c", PROBE, sys.executable, "-m", "retain", "--quiet", "run",
+               "configs/mcit-offline.yaml", f"methods=[{m}]"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "RETAIN_QUIET": "1"})
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
+        if int(line[1]) != 0:
+            print(f"{m} failed:\n{proc.stderr[-3000:]}")
+            continue
+        res["runs"][m] = {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024}
+        print(m, json.dumps(res["runs"][m]))
+        finished = [ROOT / "runs" / cfg.name / k for k in res["runs"] if (ROOT / "runs" / cfg.name / k / "results.json").exists()]
+        header, rows = comparison_rows(finished)
+        res.update({"command": "retain run configs/mcit-offline.yaml methods=[<method>]", "sequence": cfg.sequence,
+                    "train": vars(cfg.train), "eval_limit": cfg.eval.limit, "table": format_table(header, rows),
+                    "matrices": {r.name: json.loads((r / "results.json").read_text())["accuracy_matrix"] for r in finished}})
+        OUT.parent.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps(res, indent=2) + "\n")
+    print(res.get("table", ""))
+
+
+if __name__ == "__main__":
+    main()
