@@ -91,6 +91,38 @@ def summary() -> str:
     return "\n".join(lines) + "\n"
 
 
+def emt_page() -> str | None:
+    st = RESULTS / "emt_study.json"
+    if not st.exists():
+        return None
+    r = json.loads(st.read_text())
+    datasets = list(r["encoder_zero_shot"])
+    lines = ["# EMT's fine-tuning study on mini-LLaVA", "",
+             "Written by `bench/run_all.py --summary` from `bench/results/emt_study.json` (made by "
+             f"`bench/emt_study.py`, which runs `{r['command']}` on 2 CPU cores).", "",
+             f"Fine-tuned on {', '.join(r['sequence'])} posed as EMT questions; train: {r['train']}. "
+             f"EMT ({r['emt_mode']} scoring) on {r['eval_limit']} test images of every dataset after every epoch. "
+             "Scores in %; the first row is the vision encoder's own zero-shot accuracy.", "",
+             "| method | evaluated | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets),
+             f"| vision encoder ({r['encoder']}) | zero-shot | "
+             + " | ".join(f"{100 * r['encoder_zero_shot'][d]:.1f}" for d in datasets) + " |"]
+    for m, v in r["methods"].items():
+        for p in v["curve"]:
+            lines.append(f"| {m} | {p['label']} | " + " | ".join(f"{100 * p['accuracy'][d]:.1f}" for d in datasets) + " |")
+    lines += ["", "Answers outside the label set (hallucinated classes), of the test images per dataset:", "",
+              "| method | evaluated | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
+    for m, v in r["methods"].items():
+        for p in v["curve"]:
+            lines.append(f"| {m} | {p['label']} | "
+                         + " | ".join(str(p["counts"][d]["outside_label_set"]) for d in datasets) + " |")
+    lines += ["", "Seconds per method (training and every evaluation): "
+              + ", ".join(f"{m} {sum(v['task_seconds']):.0f}" for m, v in r["methods"].items()) + ".", ""]
+    notes = ROOT / "docs" / "emt_findings.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    return "\n".join(lines) + "\n"
+
+
 def mcit_page() -> str | None:
     mo = RESULTS / "mcit_offline.json"
     if not mo.exists():
@@ -113,13 +145,13 @@ def mcit_page() -> str | None:
 
 def main() -> None:
     if "--summary" not in sys.argv:
-        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "mcit_throughput.py",
-                       "mcit_offline.py"):
+        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
+                       "mcit_throughput.py", "mcit_offline.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
-    page = mcit_page()
-    if page:
-        (ROOT / "docs" / "mcit.md").write_text(page)
+    for name, page in (("mcit.md", mcit_page()), ("emt.md", emt_page())):
+        if page:
+            (ROOT / "docs" / name).write_text(page)
     print(summary())
 
 

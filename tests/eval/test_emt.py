@@ -26,8 +26,8 @@ class ScriptedMLLM:
         out, self.answers = self.answers[:len(questions)], self.answers[len(questions):]
         return out
 
-    def loglik(self, image, question, options):
-        return self.scores.pop(0)
+    def loglik_many(self, images, question, options, batch_size=8):
+        return [self.scores.pop(0) for _ in images]
 
 
 def toy_task():

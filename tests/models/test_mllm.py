@@ -59,6 +59,17 @@ def test_loglik_equals_direct_per_option_computation(mllm):
         assert score == pytest.approx(direct, abs=1e-4)
 
 
+def test_batched_loglik_equals_one_image_at_a_time(mllm):
+    ims = images(5)
+    options = ["cat", "golden retriever", "7"]
+    batched = mllm.loglik_many(ims, "What is in the image?", options, batch_size=3)  # batches of 3 and 2
+    for im, row in zip(ims, batched):
+        assert row == pytest.approx(mllm.loglik(im, "What is in the image?", options), abs=1e-4)
+    assert len({tuple(round(v, 4) for v in row) for row in batched}) > 1  # the images do differ
+    text = mllm.loglik_many([None, None], "What is 2 plus 3?", ["5", "five"])
+    assert text[0] == pytest.approx(text[1]) and text[0] == pytest.approx(mllm.loglik(None, "What is 2 plus 3?", ["5", "five"]))
+
+
 def test_generate_is_batched_greedy_and_deterministic(mllm):
     qs = ["What is this?", "Name the object in the picture, please."]
     a = mllm.generate(images(2), qs, max_new_tokens=4, batch_size=2)

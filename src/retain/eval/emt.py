@@ -70,12 +70,13 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
     matcher = RuleMatcher(task.class_names)
     records = []
     if mode == "likelihood":
-        for i in bar(range(len(split)), desc=f"EMT likelihood on {task.name}"):
-            scores = mllm.loglik(split.images[i], prompt, task.class_names)
-            pred = int(np.argmax(scores))
-            label = int(split.labels[i])
-            records.append({"index": i, "label": label, "answer": task.class_names[pred], "predicted": pred,
-                            "outcome": "correct" if pred == label else "wrong_class"})
+        for s in bar(range(0, len(split), batch_size), desc=f"EMT likelihood on {task.name}"):
+            batch = list(split.images[s:s + batch_size])
+            for i, scores in enumerate(mllm.loglik_many(batch, prompt, task.class_names, batch_size), start=s):
+                pred = int(np.argmax(scores))
+                label = int(split.labels[i])
+                records.append({"index": i, "label": label, "answer": task.class_names[pred], "predicted": pred,
+                                "outcome": "correct" if pred == label else "wrong_class"})
     else:
         answers = []
         for s in bar(range(0, len(split), batch_size), desc=f"EMT generation on {task.name}"):

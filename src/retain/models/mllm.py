@@ -142,33 +142,56 @@ class MLLM:
 
     def loglik(self, image, question: str, options: list[str]) -> list[float]:
         """log p(option | image, question) for each option, the prompt computed once."""
-        if self.router is None or not self.router.ready():
-            return self._loglik(image, question, options)
-        key = self.router.assign(self, None if image is None else [image], [question])[0]
-        with self.router.activate(key):
-            return self._loglik(image, question, options)
+        return self.loglik_many([image], question, options)[0]
+
+    def loglik_many(self, images, question: str, options: list[str], batch_size: int = 8) -> list[list[float]]:
+        """`loglik` for every image with one question, `batch_size` images per forward."""
+        if self.router is not None and self.router.ready():
+            keys = self.router.assign(self, images, [question] * len(images))
+            out: list[list[float]] = [[] for _ in images]
+            for key in dict.fromkeys(keys):
+                idx = [i for i, k in enumerate(keys) if k == key]
+                with self.router.activate(key):
+                    for i, scores in zip(idx, self._loglik_batches([images[i] for i in idx], question, options,
+                                                                  batch_size)):
+                        out[i] = scores
+            return out
+        return self._loglik_batches(images, question, options, batch_size)
+
+    def _loglik_batches(self, images, question, options, batch_size) -> list[list[float]]:
+        out = []
+        for s in range(0, len(images), batch_size):
+            out += self._loglik(images[s:s + batch_size], question, options)
+        return out
 
     @torch.no_grad()
-    def _loglik(self, image, question: str, options: list[str]) -> list[float]:
-        enc = self._encode(None if image is None else [image], [self.chat_prompt(question, image is not None)], "left")
+    def _loglik(self, images, question: str, options: list[str]) -> list[list[float]]:
+        """Option log-likelihoods for a batch of images (or [None]) and one question."""
+        with_image = images[0] is not None
+        n_items = len(images)
+        enc = self._encode(images if with_image else None,
+                           [self.chat_prompt(question, with_image)] * n_items, "left")
+        if not bool(enc["attention_mask"].all()):  # images of different token counts: one at a time
+            return [row for im in images for row in self._loglik([im], question, options)]
         out = self.model(**enc, use_cache=True)
-        first = out.logits[0, -1].float().log_softmax(-1)  # predicts each option's first token
+        first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): predicts each option's first token
         ids = self.option_ids(options)
         n, longest = len(ids), max(map(len, ids))
-        scores = torch.tensor([first[i[0]].item() for i in ids], dtype=torch.float64)
-        if longest == 1:
-            return scores.tolist()
-        pad = self.tokenizer.pad_token_id or 0
-        tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device)  # (n, L)
-        mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids], device=self.device)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(n)
-        prompt_mask = enc["attention_mask"].expand(n, -1)
-        step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
-                          past_key_values=cache, use_cache=True)
-        logp = step.logits.float().log_softmax(-1)  # (n, L-1, V): position k predicts token k+1
-        rest = logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]
-        return (scores + rest.sum(1).double().cpu()).tolist()
+        scores = first[:, [i[0] for i in ids]].double().cpu()  # (B, n)
+        if longest > 1:
+            pad = self.tokenizer.pad_token_id or 0
+            tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device).repeat(n_items, 1)
+            mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids],
+                                device=self.device).repeat(n_items, 1)  # (B*n, L): row b*n + j
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(n)
+            prompt_mask = enc["attention_mask"].repeat_interleave(n, 0)
+            step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
+                              past_key_values=cache, use_cache=True)
+            logp = step.logits.float().log_softmax(-1)  # position k predicts token k+1
+            rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
+            scores = scores + rest.double().cpu().view(n_items, n)
+        return scores.tolist()
 
     # ---- training ------------------------------------------------------------------
     def training_batch(self, images, questions: list[str], answers: list[str]) -> dict:
