@@ -41,3 +41,14 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(None, ["train.lr"])
     with pytest.raises(RetainError, match="does not exist"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_a_run_from_before_a_new_key_is_the_same_run():
+    from retain.rundir import _differences
+
+    stored = {"seed": 0, "eval": {"limit": 10}}
+    defaults = {"seed": 0, "eval": {"limit": 1000, "judge_url": ""}}
+    assert _differences(stored, {"seed": 0, "eval": {"limit": 10, "judge_url": ""}}, defaults=defaults) == []
+    diff = _differences(stored, {"seed": 0, "eval": {"limit": 10, "judge_url": "http://x"}}, defaults=defaults)
+    assert diff == ["eval.judge_url: '<absent>' there, 'http://x' now"]
+    assert _differences(stored, {"seed": 1, "eval": {"limit": 10}}, defaults=defaults) == ["seed: 0 there, 1 now"]

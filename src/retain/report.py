@@ -78,15 +78,21 @@ def mean_and_spread(rows: list[list]) -> list[list]:
     return out
 
 
+def pct(v: float) -> str:
+    """A score as a percentage with one decimal ("-0.0" shown as "0.0")."""
+    text = f"{100 * v:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
 def format_table(header: list[str], rows: list[list]) -> str:
     """A Markdown table, numbers as percentages with one decimal."""
     def cell(v):
         if v is None:
             return "-"
         if isinstance(v, tuple):
-            return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
+            return f"{pct(v[0])} ± {pct(v[1])}"
         if isinstance(v, float):
-            return f"{100 * v:.1f}"
+            return pct(v)
         return str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -290,8 +296,8 @@ def _html_table(header, rows) -> str:
         if v is None:
             return "-"
         if isinstance(v, tuple):
-            return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
-        return f"{100 * v:.1f}" if isinstance(v, float) else html.escape(str(v))
+            return f"{pct(v[0])} ± {pct(v[1])}"
+        return pct(v) if isinstance(v, float) else html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)

@@ -57,7 +57,9 @@ class RunDir:
             return "fresh"
         stored = yaml.safe_load(cfg_file.read_text()) or {}
         stored.pop("versions", None)
-        diff = _differences(stored, resolved)
+        from retain.config import RunConfig, to_dict
+
+        diff = _differences(stored, resolved, defaults=to_dict(RunConfig()))
         if diff:
             raise RetainError(
                 f"The run directory {self.path} holds a run with a different config "
@@ -121,12 +123,18 @@ class RunDir:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+def _differences(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Keys whose values differ; a key the stored run lacks counts as equal when the new
+    value is that key's default (a run finished before the key existed is the same run)."""
     out = []
+    defaults = defaults or {}
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, f"{prefix}{key}.")
+            sub = defaults.get(key) if isinstance(defaults.get(key), dict) else {}
+            out += _differences(va, vb, f"{prefix}{key}.", sub)
+        elif va == "<absent>" and key in defaults and vb == defaults[key]:
+            continue
         elif va != vb:
             out.append(f"{prefix}{key}: {va!r} there, {vb!r} now")
     return out
