@@ -46,7 +46,7 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    method = create_method(method_name, cfg.method_args.get(method_name))
+    method = create_method(method_name, cfg.method_args.get(method_name), family="dual_encoder")
     run = RunDir(run_path(cfg, method_name))
     resolved = {**to_dict(cfg), "method": method_name, "method_options": options_dict(method)}
     status = run.prepare(resolved, resume)
