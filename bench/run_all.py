@@ -67,9 +67,9 @@ def summary() -> str:
             acc = ["n/a (the loopback judge says yes)" if mode == "judge" else f"{100 * m['per_task'][t]['accuracy']:.1f}"
                    for t in r["tasks"]]
             lines.append(f"| {mode} | {m['images_per_s']:.2f} | " + " | ".join(acc) + " |")
-        lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation: it "
-                  "scores one image at a time (the prompt once, then every class name on the shared cache), while "
-                  "generation answers 8 images per batch and stops at a few tokens.", ""]
+        lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation "
+                  "(both take 8 images per forward; likelihood runs the prompt once per image and every class name "
+                  "on the shared cache, generation stops after a few tokens).", ""]
     tp = RESULTS / "mcit_throughput.json"
     if tp.exists():
         r = json.loads(tp.read_text())
