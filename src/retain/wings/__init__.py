@@ -1,0 +1,1 @@
+"""WINGS (Zhang et al., 2024): visual and textual low-rank learners beside attention."""
