@@ -160,7 +160,7 @@ def test_answer_longer_than_the_context_is_named(tmp_path, tiny_llava_dir):
 
 def test_every_mcit_method_runs_through_a_sequence(tmp_path, tiny_llava_dir):
     methods = ["adapter", "lora_ft", "replay", "ewc", "l2sp", "olora", "moelora", "sefe", "disco", "hide",
-               "modalprompt", "clmoe"]
+               "modalprompt", "clmoe", "wings"]
     # textile is scored by EMT likelihood too: the routed methods rank options per routed group
     retain("run", mllm_config(tmp_path, tiny_llava_dir, sequence=["digit-read", "textile-inspect"], methods=methods,
                               train={"epochs": 1}, eval={"every_epoch": False}))

@@ -18,6 +18,7 @@ from retain.methods import (  # noqa: F401  (each import registers its method)
     olora,
     replay,
     sefe,
+    wings,
     wise_ft,
     zero_shot,
 )
