@@ -173,6 +173,12 @@ class MLLM:
                            [self.chat_prompt(question, with_image)] * n_items, "left")
         if not bool(enc["attention_mask"].all()):  # images of different token counts: one at a time
             return [row for im in images for row in self._loglik([im], question, options)]
+        return self._option_scores(enc, options)
+
+    @torch.no_grad()
+    def _option_scores(self, enc: dict, options: list[str]) -> list[list[float]]:
+        """log p(option | prompt) for every (unpadded) encoded prompt of `enc` and every option."""
+        n_items = enc["input_ids"].shape[0]
         out = self.model(**enc, use_cache=True)
         first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): predicts each option's first token
         ids = self.option_ids(options)
@@ -192,6 +198,33 @@ class MLLM:
             rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
             scores = scores + rest.double().cpu().view(n_items, n)
         return scores.tolist()
+
+    # ---- conversations ---------------------------------------------------------------
+    def conversation_prompt(self, turns: list[tuple[str, bool, str | None]]) -> str:
+        """A multi-turn chat: (question, has image, answer or None for the turn to answer)."""
+        messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        for question, has_image, answer in turns:
+            question = self.prefix + question
+            messages.append({"role": "user", "content": f"{self.image_token}\n{question}" if has_image else question})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": answer})
+        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
+        if template is None:
+            raise RetainError("Multi-turn scoring needs a chat template (the tokenizer or processor has none).")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  chat_template=template)
+
+    def loglik_conversation(self, turns: list[tuple[str, bool, str | None]], images: list, options: list[str]
+                            ) -> list[float]:
+        """log p(option | the conversation so far) for the last turn; `images` in turn order."""
+        if sum(has for _, has, _ in turns) != len(images):
+            raise RetainError(f"The conversation has {sum(h for _, h, _ in turns)} image turns but {len(images)} images.")
+        self.tokenizer.padding_side = "left"
+        kwargs = {"text": [self.conversation_prompt(turns)], "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = [to_pil(i) for i in images]
+        enc = {k: v.to(self.device) for k, v in self.processor(**kwargs).items()}
+        return self._option_scores(enc, options)[0]
 
     # ---- training ------------------------------------------------------------------
     def training_batch(self, images, questions: list[str], answers: list[str]) -> dict:
