@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+import torch
 
 from retain import zoo
 from retain.errors import RetainError
@@ -46,11 +47,12 @@ def test_mini_clip_knows_its_pretraining_concepts_only():
 
 
 @pytest.mark.slow
-def test_mini_llava_smoke_build_loads_and_answers(tmp_path):
+@pytest.mark.parametrize("variant", ["mini-llava", "mini-llava-wings"])
+def test_mini_llava_smoke_build_loads_and_answers(tmp_path, variant):
     from retain.models.mllm import load_mllm
     from retain.zoo_llava import build_mini_llava
 
-    recipe = {**zoo.MINI_LLAVA_RECIPE,
+    recipe = {**zoo.RECIPES[variant],
               "align": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1},
               "instruct": {"steps": 2, "batch_size": 2, "lr": 2e-4, "warmup_steps": 1, "lora_r": 4,
                            "lora_alpha": 8, "text_fraction": 0.5}}
@@ -60,5 +62,16 @@ def test_mini_llava_smoke_build_loads_and_answers(tmp_path):
 
     image = load_task("fashion-mnist").split("test").images[0]
     assert len(mllm.generate([image], ["What type of clothing is this?"], max_new_tokens=4)) == 1
-    assert "5" in mllm.generate(None, ["What is 2 plus 3?"], max_new_tokens=10)[0]  # text skill kept
+    answer = mllm.generate(None, ["What is 2 plus 3?"], max_new_tokens=10)[0]
+    if variant == "mini-llava":  # LoRA on a frozen LLM: its text skill is kept (WINGS trains the LLM itself)
+        assert "5" in answer
+    assert answer
     assert not any(n.startswith("base_model") or "lora_" in n for n, _ in mllm.model.named_parameters())
+    learners = [n for n, _ in mllm.model.named_parameters() if n.startswith("wings.")]
+    assert bool(learners) == (variant == "mini-llava-wings")  # the learners come back on load
+    if learners:
+        from safetensors.torch import load_file
+
+        saved = load_file(str(path / "wings.safetensors"))
+        assert torch.equal(saved["layers.0.visual.o.B"], mllm.model.wings.layers[0].visual.o.B.detach())
+        assert saved["layers.0.visual.o.B"].abs().sum() > 0  # stage 1 trained the visual learners

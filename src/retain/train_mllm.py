@@ -31,7 +31,7 @@ from retain.rundir import RunDir, run_path
 from retain.train import delta_summary, optimise, seed_everything
 
 TRAIN_MODES = ("rule", "likelihood")
-DEFAULT_ENCODERS = {"mini-llava": "mini-clip"}
+DEFAULT_ENCODERS = {"mini-llava": "mini-clip", "mini-llava-wings": "mini-clip"}
 
 
 def check_config(cfg: RunConfig) -> None:

@@ -61,8 +61,13 @@ MINI_LLAVA_RECIPE: dict = {
     "seed": 0,
 }
 
+# The same start, data and steps built the WINGS way: learners beside attention instead of
+# LoRA; stage 1 trains the visual learners and the projector, stage 2 also the textual
+# learners, the routers and the LLM (at lm_lr_scale times the stage's rate).
+MINI_LLAVA_WINGS_RECIPE: dict = {**MINI_LLAVA_RECIPE, "learners": "wings", "wings": {"rank": 16, "lm_lr_scale": 0.1}}
+
 EASYVQA_WORDINGS = ["a {c} {s}.", "a photo of a {c} {s}.", "a {c} {s} shape.", "a drawing of a {c} {s}."]
-RECIPES = {"mini-clip": MINI_CLIP_RECIPE, "mini-llava": MINI_LLAVA_RECIPE}
+RECIPES = {"mini-clip": MINI_CLIP_RECIPE, "mini-llava": MINI_LLAVA_RECIPE, "mini-llava-wings": MINI_LLAVA_WINGS_RECIPE}
 ZERO_SHOT_TASKS = ["fashion-mnist", "easyvqa-shape", "easyvqa-color", "animal-mnist", "textile", "digits"]
 
 
@@ -70,7 +75,7 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-MINI_LLAVA_RECIPE["vision_recipe"] = recipe_hash(MINI_CLIP_RECIPE)
+MINI_LLAVA_RECIPE["vision_recipe"] = MINI_LLAVA_WINGS_RECIPE["vision_recipe"] = recipe_hash(MINI_CLIP_RECIPE)
 
 
 def model_dir(name: str, recipe: dict | None = None) -> Path:
@@ -96,7 +101,7 @@ def build(name: str, progress: bool = True, recipe: dict | None = None, force: b
     if (target / "DONE").exists() and not force:
         say(f"{name} is already built at {target}")
         return target
-    if name == "mini-llava":
+    if name.startswith("mini-llava"):
         from retain.zoo_llava import build_mini_llava
 
         return build_mini_llava(recipe, target, progress)

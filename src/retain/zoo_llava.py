@@ -1,4 +1,5 @@
-"""Building mini-LLaVA the way LLaVA-1.5 is built (Liu et al., 2023), on offline assets.
+"""Building mini-LLaVA the way LLaVA-1.5 is built (Liu et al., 2023), on offline assets, or
+the WINGS way (`learners: wings` in the recipe) from the same start, data and steps.
 
 mini-CLIP's image tower + a two-layer MLP projector + SmolLM2-135M-Instruct.
 Stage 1 aligns the projector on image captions (tower and LM frozen). Stage 2 tunes the
@@ -44,29 +45,50 @@ def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
     mllm = MLLM(model, processor)
     text_items = self_distilled_text_items(mllm)
 
-    # Stage 1: the projector alone.
-    for name, p in model.named_parameters():
-        p.requires_grad_("multi_modal_projector" in name)
-    a = recipe["align"]
-    _train(mllm, caption_items(a["steps"] * a["batch_size"], recipe["seed"]), [], a, "mini-LLaVA stage 1 (align)",
-           progress, recipe["seed"])
+    a, s = recipe["align"], recipe["instruct"]
+    captions = caption_items(a["steps"] * a["batch_size"], recipe["seed"])
+    questions = question_items(s["steps"] * s["batch_size"], recipe["seed"] + 1)
+    wings = None
+    if recipe.get("learners") == "wings":
+        from retain.wings.inject import inject_wings
 
-    # Stage 2: projector + LoRA on the LM, then merged.
-    from peft import LoraConfig, get_peft_model
+        wings = inject_wings(model, rank=recipe["wings"]["rank"])
+        # WINGS stage 1: visual learners + projector; stage 2: all learners, routers, projector and the LLM.
+        for name, p in model.named_parameters():
+            p.requires_grad_("multi_modal_projector" in name or ".visual." in name and name.startswith("wings."))
+        _train(mllm, captions, [], a, "mini-LLaVA-WINGS stage 1 (align)", progress, recipe["seed"])
+        for name, p in model.named_parameters():
+            p.requires_grad_("vision_tower" not in name)
+        lm_scale = {id(p): recipe["wings"]["lm_lr_scale"] for p in model.model.language_model.parameters()}
+        _train(mllm, questions, text_items, s, "mini-LLaVA-WINGS stage 2 (instruct)", progress, recipe["seed"] + 1,
+               lr_scale=lm_scale)
+        model.eval()
+    else:
+        # Stage 1: the projector alone.
+        for name, p in model.named_parameters():
+            p.requires_grad_("multi_modal_projector" in name)
+        _train(mllm, captions, [], a, "mini-LLaVA stage 1 (align)", progress, recipe["seed"])
 
-    s = recipe["instruct"]
-    peft_model = get_peft_model(model, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=0.0,
-                                                  target_modules=LM_TARGETS))
-    for name, p in peft_model.named_parameters():
-        p.requires_grad_("lora_" in name or "multi_modal_projector" in name)
-    mllm.model = peft_model
-    _train(mllm, question_items(s["steps"] * s["batch_size"], recipe["seed"] + 1), text_items, s,
-           "mini-LLaVA stage 2 (instruct)", progress, recipe["seed"] + 1)
-    model = peft_model.merge_and_unload()
-    model.eval()
+        # Stage 2: projector + LoRA on the LM, then merged.
+        from peft import LoraConfig, get_peft_model
+
+        peft_model = get_peft_model(model, LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=0.0,
+                                                      target_modules=LM_TARGETS))
+        for name, p in peft_model.named_parameters():
+            p.requires_grad_("lora_" in name or "multi_modal_projector" in name)
+        mllm.model = peft_model
+        _train(mllm, questions, text_items, s, "mini-LLaVA stage 2 (instruct)", progress, recipe["seed"] + 1)
+        model = peft_model.merge_and_unload()
+        model.eval()
 
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
+        if wings is not None:  # the learners go beside the plain LLaVA weights; load_mllm re-injects them
+            from safetensors.torch import save_file
+
+            del model._modules["wings"]
+            save_file({k: v.detach().contiguous() for k, v in wings.state_dict().items()}, str(tmp / "wings.safetensors"))
+            (tmp / "wings.json").write_text(json.dumps({"rank": recipe["wings"]["rank"]}))
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
@@ -81,17 +103,21 @@ def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
     return target
 
 
-def _train(mllm, items, text_items, stage: dict, desc: str, progress: bool, seed: int) -> None:
-    """AdamW over the parameters that require grad; a `text_fraction` of batches are text-only."""
+def _train(mllm, items, text_items, stage: dict, desc: str, progress: bool, seed: int,
+           lr_scale: dict | None = None) -> None:
+    """AdamW over the parameters that require grad (`lr_scale`: id -> multiple of the stage's
+    rate); a `text_fraction` of batches are text-only."""
     rng = np.random.default_rng(seed)
     model = mllm.model
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=stage["lr"], weight_decay=0.0)
+    scales = sorted({(lr_scale or {}).get(id(p), 1.0) for p in params})
+    groups = [{"params": [p for p in params if (lr_scale or {}).get(id(p), 1.0) == k], "scale": k} for k in scales]
+    opt = torch.optim.AdamW(groups, lr=stage["lr"], weight_decay=0.0)
     model.train()
     bs, steps = stage["batch_size"], stage["steps"]
     for step in bar(range(steps), desc=desc, disable=not progress):
         for g in opt.param_groups:
-            g["lr"] = stage["lr"] * warmup_cosine(step, stage["warmup_steps"], steps)
+            g["lr"] = stage["lr"] * g["scale"] * warmup_cosine(step, stage["warmup_steps"], steps)
         if text_items and rng.random() < stage.get("text_fraction", 0.0):
             batch = [text_items[i] for i in rng.integers(0, len(text_items), bs)]
             loss = mllm.training_loss(None, [b.question for b in batch], [b.answer for b in batch])

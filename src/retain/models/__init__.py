@@ -22,7 +22,7 @@ def model_family(name: str, declared: str = "auto", trust_remote_code: bool = Fa
         return declared
     if name == "mini-clip":
         return "dual_encoder"
-    if name == "mini-llava":
+    if name in ("mini-llava", "mini-llava-wings"):
         return "mllm"
     path = Path(name)
     if not name.startswith("hf:") and (path / RETAIN_CONFIG).exists():

@@ -262,13 +262,14 @@ def load_mllm(name: str, trust_remote_code: bool = False, dtype=None) -> MLLM:
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if name == "mini-llava":
+    if name in ("mini-llava", "mini-llava-wings"):
         from retain import zoo
 
-        name = str(zoo.ensure("mini-llava"))
+        name = str(zoo.ensure(name))
     ident = name[3:] if name.startswith("hf:") else name
     if not name.startswith("hf:") and not Path(name).is_dir():
-        raise RetainError(f"Unknown MLLM {name!r}: use 'mini-llava', 'hf:<hub id>' or the path of a saved model folder.")
+        raise RetainError(f"Unknown MLLM {name!r}: use 'mini-llava', 'mini-llava-wings', 'hf:<hub id>' or the path "
+                          "of a saved model folder.")
     try:
         processor = AutoProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(ident, use_safetensors=True, dtype=dtype,
@@ -276,5 +277,15 @@ def load_mllm(name: str, trust_remote_code: bool = False, dtype=None) -> MLLM:
     except OSError as e:
         raise RetainError(f"Could not load the MLLM {ident!r}: {e}. A hub id needs network access or a local "
                           "copy; a folder needs config.json, safetensors weights and the processor files.") from e
+    wings = Path(ident) / "wings.json"
+    if not name.startswith("hf:") and wings.exists():  # built the WINGS way: put the learners back
+        import json
+
+        from safetensors.torch import load_file
+
+        from retain.wings.inject import inject_wings
+
+        learners = inject_wings(model, rank=json.loads(wings.read_text())["rank"])
+        learners.load_state_dict(load_file(str(Path(ident) / "wings.safetensors")))
     token = getattr(processor, "image_token", None) or "<image>"
     return MLLM(model.eval(), processor, image_token=token)
