@@ -104,3 +104,23 @@ def test_gradients_reach_only_what_the_stage_trains(mllm, stage):
     assert bool(in_stage2) == (stage == 2)
     assert not any("vision_tower" in n for n in got)
     assert stage_parameters(mllm, 1) and len(stage_parameters(mllm, 2)) > len(stage_parameters(mllm, 1))
+
+
+def test_option_scoring_through_an_expanded_cache_matches_full_forwards(mllm):
+    """Option scoring repeats the prompt's cache once per option: the learners' features follow."""
+    wings = inject_wings(mllm.model, rank=4)
+    randomise(wings, "visual")
+    randomise(wings, "textual")
+    ims = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(2)]
+    options = ["golden retriever", "a red circle", "7"]
+    scores = mllm.loglik_many(ims, "What is it?", options, batch_size=2)
+    for img, row in zip(ims, scores):
+        enc = mllm._encode([img], [mllm.chat_prompt("What is it?")], "left")
+        p = enc["input_ids"].shape[1]
+        for opt, score in zip(options, row):
+            ids = mllm.tokenizer(opt, add_special_tokens=False)["input_ids"]
+            full = torch.cat([enc["input_ids"], torch.tensor([ids])], 1)
+            with torch.no_grad():
+                logp = mllm.model(input_ids=full, attention_mask=torch.ones_like(full),
+                                  pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
+            assert score == pytest.approx(sum(logp[p + k - 1, t].item() for k, t in enumerate(ids)), abs=1e-4)

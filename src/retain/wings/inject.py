@@ -76,6 +76,7 @@ class Wings(nn.Module):
         if fresh:
             self.features, self.is_image = embeds, image
         else:
+            self._expand_batch(b)
             self.features = torch.cat([self.features, embeds], 1)
             self.is_image = torch.cat([self.is_image, image], 1)
         s = self.features.shape[1]
@@ -83,6 +84,16 @@ class Wings(nn.Module):
         self.valid = mask[:, -s:].bool() if mask is not None and mask.dim() == 2 and mask.shape[1] >= s \
             else torch.ones(b, s, dtype=torch.bool, device=embeds.device)
         self.pending_image = None
+
+    def _expand_batch(self, b: int) -> None:
+        """Follow a cache expanded per row (`batch_repeat_interleave`, as option scoring does)."""
+        kept = self.features.shape[0]
+        if kept == b:
+            return
+        if b % kept:
+            raise RetainError(f"WINGS kept features for a batch of {kept} but the cached step has {b} rows.")
+        self.features = self.features.repeat_interleave(b // kept, 0)
+        self.is_image = self.is_image.repeat_interleave(b // kept, 0)
 
     def on_layer(self, index: int):
         def hook(module, args, kwargs):
