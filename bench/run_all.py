@@ -88,6 +88,70 @@ def summary() -> str:
                   "| method | wall (s) | peak memory (MB) |", "|---|---|---|"]
         lines += [f"| {m} | {v['wall_s']:.0f} | {v['peak_rss_mb']:.0f} |" for m, v in r["runs"].items()]
         lines.append("")
+    ws = RESULTS / "wings_step.json"
+    if ws.exists():
+        r = json.loads(ws.read_text())
+        lines += ["## WINGS stage-2 step against a LoRA step (`bench/wings_step.py`)", "",
+                  f"mini-LLaVA, the same batch of {r['batch']} vqa-shapes items ({r['tokens_per_batch']} tokens) every "
+                  f"step; forward, loss, backward, clipping, AdamW; median of {r['steps']} steps after "
+                  f"{r['warmup_steps']}, best of {r['repeats']} alternating runs per arm, each in its own process; "
+                  f"torch {r['torch']}, {r['threads']} threads.", "",
+                  "| arm | trains | step (s) | ratio to LoRA | peak memory (MB) |", "|---|---|---|---|---|"]
+        trains = {"lora": "LoRA r 16 on the LLM + projector", "wings-r16": "learners (rank 16), routers, projector, LLM",
+                  "wings-r64": "learners (rank 64), routers, projector, LLM"}
+        for arm, step in r["step_s"].items():
+            lines.append(f"| {arm} | {trains.get(arm, arm)} ({r['trainable_params'][arm] / 1e6:.1f} M parameters) | "
+                         f"{step:.3f} | {r['ratio_to_lora'][arm]:.2f} | {r['peak_rss_mb'][arm]:.0f} |")
+        lines.append("")
+    wst = RESULTS / "wings_study.json"
+    if wst.exists():
+        r = json.loads(wst.read_text())
+        lines += ["## WINGS study (`bench/wings_study.py`)", ""]
+        if "build" in r:
+            lines.append(f"- `{r['build']['command']}`: {r['build']['wall_s']:.0f} s, peak memory "
+                         f"{r['build']['peak_rss_mb']:.0f} MB")
+        lines += [f"- `{r['study_run']['command']}`: {r['study_run']['wall_s']:.0f} s, peak memory "
+                  f"{r['study_run']['peak_rss_mb']:.0f} MB", "", "Its table is in `docs/wings.md`.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def wings_page() -> str | None:
+    st = RESULTS / "wings_study.json"
+    if not st.exists():
+        return None
+    r = json.loads(st.read_text())
+    header, rows = r["table"]["header"], r["table"]["rows"]
+
+    def cell(v):
+        return "-" if v is None else f"{100 * v:.1f}" if isinstance(v, float) else str(v)
+
+    lines = ["# WINGS study: mini-LLaVA built the LLaVA way and the WINGS way", "",
+             "Written by `bench/run_all.py --summary` from `bench/results/wings_study.json` (made by "
+             f"`bench/wings_study.py`, which runs `{r['study_run']['command']}` on 2 CPU cores).", "",
+             "Models: " + ", ".join(f"{k} (`{v}`)" for k, v in r["models"].items())
+             + f"; the original LLM: `{r['reference']}`.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    from retain.wings.study import TABLE_NOTE
+
+    lines += ["", TABLE_NOTE, "", "## Text-only accuracy by question kind (offline set, %)", ""]
+    kinds = sorted({k for d in r["text_by_kind"].values() for k in d.get("offline", {})})
+    lines += ["| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for m in r["order"]:
+        d = r["text_by_kind"][m]
+        lines.append(f"| {m} | " + " | ".join(cell(d.get("offline", {}).get(k)) for k in kinds) + " |")
+    lines += ["", "## Attention of post-image text on pre-image text, per layer (%)", ""]
+    any_att = next(iter(r["attention"].values()))
+    n = len(any_att["before_text"])
+    lines += ["| model | " + " | ".join(f"L{i}" for i in range(n)) + " |", "|---|" + "---|" * n]
+    for m in (m for m in r["order"] if m in r["attention"]):
+        a = r["attention"][m]
+        lines.append(f"| {m} | " + " | ".join(f"{100 * v:.1f}" for v in a["before_text"]) + " |")
+    lines.append("| original LLM, no image | " + " | ".join(f"{100 * v:.1f}" for v in any_att["reference_before_text"])
+                 + " |")
+    notes = ROOT / "docs" / "wings_findings.md"
+    if notes.exists():
+        lines += ["", notes.read_text()]
     return "\n".join(lines) + "\n"
 
 
@@ -146,10 +210,10 @@ def mcit_page() -> str | None:
 def main() -> None:
     if "--summary" not in sys.argv:
         for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
-                       "mcit_throughput.py", "mcit_offline.py"):
+                       "mcit_throughput.py", "mcit_offline.py", "wings_step.py", "wings_study.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
-    for name, page in (("mcit.md", mcit_page()), ("emt.md", emt_page())):
+    for name, page in (("mcit.md", mcit_page()), ("emt.md", emt_page()), ("wings.md", wings_page())):
         if page:
             (ROOT / "docs" / name).write_text(page)
     print(summary())

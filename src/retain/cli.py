@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 methods=[ldifs]")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
 
+    p = sub.add_parser("study", help="run a study preset (configs/wings-study.yaml: LLaVA way vs WINGS way)")
+    p.add_argument("config", help="YAML study preset with a `study:` key")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. limit=50")
+
     p = sub.add_parser("eval", help="EMT: evaluate an MLLM as an image classifier")
     p.add_argument("--model", required=True, help="an MLLM: hf:<hub id> or a saved model folder")
     p.add_argument("--tasks", default="fashion-mnist,animal-mnist,easyvqa-shape,easyvqa-color,textile,digits",
@@ -103,6 +107,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    import yaml
+
+    from retain.config import load_config
+
+    path = Path(args.config)
+    try:
+        kind = (yaml.safe_load(path.read_text()) or {}).get("study") if path.exists() else None
+    except (yaml.YAMLError, AttributeError) as e:
+        raise RetainError(f"Study file {path} is not a YAML mapping: {e}") from e
+    if kind != "wings":
+        raise RetainError(f"{path}: `study:` must name a study (known: wings), got {kind!r}."
+                          if path.exists() else f"Study file {path} does not exist.")
+    from retain.wings.study import WingsStudyConfig, run_wings_study
+
+    out = run_wings_study(load_config(path, args.overrides, cls=WingsStudyConfig))
+    print((out / "table.md").read_text())
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from retain.data import load_task
     from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
@@ -171,6 +196,10 @@ def cmd_report(args) -> int:
     path = Path(args.run)
     if (path / "results.json").exists():
         print(write_report(path))
+    elif (path / "study.json").exists():
+        from retain.wings.study import write_study_report
+
+        print(write_study_report(path))
     else:
         runs = find_runs([str(path)])
         for r in runs:
@@ -211,7 +240,7 @@ def _common_parent(paths) -> str:
     return os.path.commonpath([str(p.resolve()) for p in paths]) if len(paths) > 1 else str(paths[0])
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "study": cmd_study, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -148,8 +148,8 @@ def _coerce(value: Any, typ, key: str):
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Defaults, then the YAML file at `path`, then `key=value` overrides (dotted keys)."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
+    """Defaults, then the YAML file at `path`, then `key=value` overrides (dotted keys), as `cls`."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -173,7 +173,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             if not isinstance(node, dict):
                 raise RetainError(f"Override {item!r}: {part!r} is not a section.")
         node[parts[-1]] = value
-    return from_dict(data)
+    return from_dict(data, cls)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -84,13 +84,12 @@ def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         if wings is not None:  # the learners go beside the plain LLaVA weights; load_mllm re-injects them
-            from safetensors.torch import save_file
+            from retain.wings.inject import save_wings_model
 
-            del model._modules["wings"]
-            save_file({k: v.detach().contiguous() for k, v in wings.state_dict().items()}, str(tmp / "wings.safetensors"))
-            (tmp / "wings.json").write_text(json.dumps({"rank": recipe["wings"]["rank"]}))
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
+            save_wings_model(model, processor, tmp)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            processor.save_pretrained(tmp)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
         (tmp / "DONE").write_text(f"built in {time.time() - start:.0f} s\n")
         if target.exists():

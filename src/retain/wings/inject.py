@@ -44,6 +44,7 @@ class Wings(nn.Module):
     def __init__(self, layers: int, dim: int, heads: int, rank: int):
         super().__init__()
         self.layers = nn.ModuleList(LayerLearners(dim, heads, rank) for _ in range(layers))
+        self.rank = rank
         self.handles: list = []
         self._reset()
 
@@ -180,3 +181,27 @@ def inject_wings(model, rank: int = 64) -> Wings:
         wings.handles.append(layer.register_forward_pre_hook(wings.on_layer(i), with_kwargs=True))
         wings.handles.append(layer.self_attn.register_forward_hook(wings.on_attention(i), with_kwargs=True))
     return wings
+
+
+def save_wings_model(model, processor, folder) -> None:
+    """Save a model with injected learners as a plain Hugging Face folder (loadable by any
+    LLaVA code) plus wings.safetensors / wings.json, which `load_mllm` injects back."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    wings = getattr(base, "wings", None)
+    if wings is None:
+        raise RetainError("This model has no WINGS learners to save.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    del base._modules["wings"]
+    try:
+        base.save_pretrained(folder, safe_serialization=True)
+    finally:
+        base.add_module("wings", wings)
+    processor.save_pretrained(folder)
+    save_file({k: v.detach().contiguous() for k, v in wings.state_dict().items()}, str(folder / "wings.safetensors"))
+    (folder / "wings.json").write_text(json.dumps({"rank": wings.rank}))

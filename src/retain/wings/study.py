@@ -1,0 +1,410 @@
+"""WINGS's study: one start built the LLaVA way and the WINGS way, measured side by side.
+
+For every model of the study (default: the zoo's `mini-llava` and `mini-llava-wings`, built
+from the same mini-CLIP, SmolLM2, data and steps) and for the original LLM:
+
+- multimodal: EMT accuracy on classification datasets and instruction tasks with their
+  own scorers (e.g. `vqa-shapes`);
+- text-only: accuracy on the offline multiple-choice set (and MMLU / ARC / HellaSwag when
+  configured), by option log-likelihood; the original LLM gets the same prompts;
+- drift: KL(original LLM || model) of next-token distributions over text-only chats;
+- interleaved: accuracy in conversations from text-rich (no image turn) to image-rich;
+- the attention shift: per layer, the attention mass of post-image text on the text before
+  the image, beside the original LLM's profile on the same text without the image, and
+  the correlation of the two profiles across layers.
+
+Everything lands in `<output_dir>/<name>/`: study.json, table.md, records/<model>/*.jsonl,
+report.html, config.yaml (with seed and versions). A model measured before under the same
+settings is read back, not measured again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from retain.errors import RetainError
+from retain.io import read_json, write_json, write_text
+from retain.progress import say
+
+ZOO_MLLMS = ("mini-llava", "mini-llava-wings")
+REFERENCE = "original LLM"
+
+
+@dataclass
+class WingsStudyConfig:
+    study: str = "wings"
+    """which study this file configures (`retain study` reads it)"""
+    name: str = "wings-study"
+    """the study's folder under output_dir"""
+    models: list = field(default_factory=lambda: list(ZOO_MLLMS))
+    """MLLMs to compare: zoo names, saved folders or hf:<id> (all built on one LLM)"""
+    reference: str = ""
+    """the original LLM as a causal LM (folder or hf:<id>); empty: SmolLM2 for the zoo's models"""
+    emt_tasks: list = field(default_factory=lambda: ["easyvqa-shape", "easyvqa-color", "fashion-mnist"])
+    """classification datasets posed as EMT questions (multimodal scores)"""
+    emt_mode: str = "likelihood"
+    """EMT scoring: likelihood, rule (judge needs `retain eval`)"""
+    instruction_tasks: list = field(default_factory=lambda: ["vqa-shapes"])
+    """instruction tasks scored by their own scorer (multimodal scores)"""
+    limit: int = 100
+    """test items per multimodal task (0: all)"""
+    text_limit: int = 0
+    """offline text-only questions (0: all of them)"""
+    text_benchmarks: list = field(default_factory=list)
+    """MMLU/ARC/HellaSwag: mappings {kind, source, split, config, limit}"""
+    kl_prompts: int = 64
+    """text-only chats for the next-token KL against the original LLM"""
+    interleaved_per_mix: int = 6
+    """conversations per number of image turns"""
+    interleaved_turns: int = 4
+    """turns per conversation (0 .. turns of them show an image)"""
+    attention_items: int = 16
+    """(text, image, question) items for the attention shift"""
+    seed: int = 0
+    output_dir: str = "runs"
+    trust_remote_code: bool = False
+
+
+# ---- what is measured ---------------------------------------------------------------------
+def model_label(name: str) -> str:
+    return name if name in ZOO_MLLMS else Path(name[3:] if name.startswith("hf:") else name).name
+
+
+def _identity(name: str) -> str:
+    """What a cached measurement depends on besides the settings: the model's files."""
+    if name in ZOO_MLLMS:
+        from retain import zoo
+
+        return str(zoo.model_dir(name))
+    if name.startswith("hf:"):
+        return name
+    path = Path(name).resolve()
+    stamps = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.glob("*.safetensors"))
+    return json.dumps([str(path), stamps])
+
+
+def settings_key(cfg: WingsStudyConfig, name: str, reference: str) -> str:
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("name", "models", "output_dir")}
+    blob = json.dumps([_identity(name), reference, settings], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def text_chats(tokenizer, n: int, seed: int) -> list[str]:
+    """Text-only chats (question and right answer) in the model's chat template, for the KL."""
+    from retain.eval.text_retention import text_qa_items
+
+    items = text_qa_items(seed + 1)
+    order = np.random.default_rng(seed).permutation(len(items))[:n]
+    chats = []
+    for k in order:
+        it = items[int(k)]
+        messages = [{"role": "user", "content": it.question}, {"role": "assistant", "content": it.options[it.answer]}]
+        chats.append(tokenizer.apply_chat_template(messages, tokenize=False) if tokenizer.chat_template
+                     else f"USER: {it.question}\nASSISTANT: {it.options[it.answer]}")
+    return chats
+
+
+def attention_items(n: int, seed: int) -> list[tuple[str, object, str]]:
+    """(text before the image, image, question after it): a text exchange, then an easy-VQA image."""
+    from retain.data import load_task
+    from retain.eval.text_retention import text_qa_items
+
+    texts = text_qa_items(seed + 2)
+    split = load_task("easyvqa-color").split("test").subset(n)
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(len(split)):
+        t = texts[int(rng.integers(len(texts)))]
+        before = f"First a question: {t.question} The answer is {t.options[t.answer]}. Now look at this picture."
+        question = "What colour is the shape?" if i % 2 else "What shape is in the image?"
+        items.append((before, split.images[i], question))
+    return items
+
+
+def _records(out: Path, label: str, part: str, records: list[dict]) -> None:
+    write_text(out / "records" / label / f"{part}.jsonl", "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
+                                                                  for r in records))
+
+
+def _text_items(cfg: WingsStudyConfig) -> dict[str, list]:
+    from retain.eval.text_retention import load_text_benchmark, text_qa_items
+
+    sets = {"offline": text_qa_items(cfg.seed)[:cfg.text_limit or None]}
+    for spec in cfg.text_benchmarks:
+        if not isinstance(spec, dict) or not {"kind", "source"} <= set(spec):
+            raise RetainError(f"text_benchmarks entry {spec!r} must be a mapping with kind and source "
+                              "(and optionally split, config, limit).")
+        unknown = set(spec) - {"kind", "source", "split", "config", "limit"}
+        if unknown:
+            raise RetainError(f"text_benchmarks entry {spec!r} has unknown keys {sorted(unknown)}.")
+        sets[spec["kind"]] = load_text_benchmark(spec["kind"], spec["source"], spec.get("split", "test"),
+                                                 spec.get("config"), spec.get("limit"))
+    return sets
+
+
+def measure_model(mllm, reference, cfg: WingsStudyConfig, label: str, out: Path) -> dict:
+    """Every measurement of the study for one MLLM (`reference`: the original causal LM)."""
+    from retain.data import load_task
+    from retain.data.instruct import load_instruction_task
+    from retain.eval.attention_shift import attention_shift
+    from retain.eval.emt import evaluate_emt
+    from retain.eval.instruct import evaluate_instruction
+    from retain.eval.interleaved import build_conversations, evaluate_interleaved
+    from retain.eval.text_retention import next_token_kl, text_accuracy
+
+    limit = cfg.limit or None
+    multimodal = {}
+    for t in cfg.emt_tasks:
+        say(f"{label}: EMT ({cfg.emt_mode}) on {t}")
+        r = evaluate_emt(mllm, load_task(t), cfg.emt_mode, limit=limit)
+        multimodal[t] = r.accuracy
+        _records(out, label, f"emt-{t}", r.records)
+    for t in cfg.instruction_tasks:
+        say(f"{label}: instruction task {t}")
+        r = evaluate_instruction(mllm, load_instruction_task(t), limit=limit)
+        multimodal[t] = r.score
+        _records(out, label, f"instruction-{t}", r.records)
+    text = {}
+    by_kind = {}
+    for kind, items in _text_items(cfg).items():
+        say(f"{label}: text-only {kind} ({len(items)} questions)")
+        r = text_accuracy(mllm, items)
+        text[kind], by_kind[kind] = r.accuracy, r.by_kind
+        _records(out, label, f"text-{kind}", r.records)
+    say(f"{label}: next-token KL against the original LLM ({cfg.kl_prompts} chats)")
+    kl = next_token_kl(mllm.model, reference, mllm.tokenizer, text_chats(mllm.tokenizer, cfg.kl_prompts, cfg.seed))
+    say(f"{label}: interleaved conversations")
+    inter = evaluate_interleaved(mllm, build_conversations(cfg.interleaved_per_mix, cfg.interleaved_turns, cfg.seed))
+    _records(out, label, "interleaved", inter.records)
+    say(f"{label}: attention shift")
+    shift = attention_shift(mllm, attention_items(cfg.attention_items, cfg.seed), reference=reference)
+    return {"multimodal": multimodal, "text": text, "text_by_kind": by_kind, "kl": kl,
+            "interleaved": {str(k): v for k, v in inter.by_mix.items()}, "attention": shift.summary()}
+
+
+def measure_reference(reference, processor, cfg: WingsStudyConfig, out: Path) -> dict:
+    """The original LLM on the text-only measurements, with the MLLMs' prompts (no images)."""
+    from retain.eval.interleaved import build_conversations, evaluate_interleaved
+    from retain.eval.text_retention import text_accuracy
+    from retain.models.mllm import MLLM
+
+    lm = MLLM(reference, processor)
+    text, by_kind = {}, {}
+    for kind, items in _text_items(cfg).items():
+        say(f"{REFERENCE}: text-only {kind} ({len(items)} questions)")
+        r = text_accuracy(lm, items)
+        text[kind], by_kind[kind] = r.accuracy, r.by_kind
+        _records(out, "original-llm", f"text-{kind}", r.records)
+    text_only = [c for c in build_conversations(cfg.interleaved_per_mix, cfg.interleaved_turns, cfg.seed)
+                 if c.image_turns == 0]
+    inter = evaluate_interleaved(lm, text_only)
+    _records(out, "original-llm", "interleaved", inter.records)
+    return {"multimodal": {}, "text": text, "text_by_kind": by_kind, "kl": 0.0,
+            "interleaved": {str(k): v for k, v in inter.by_mix.items()}, "attention": None}
+
+
+# ---- the run --------------------------------------------------------------------------------
+def load_reference(cfg: WingsStudyConfig):
+    """The original causal LM: `cfg.reference`, or SmolLM2 when every model is from the zoo."""
+    from transformers import AutoModelForCausalLM
+
+    ident = cfg.reference
+    if not ident:
+        if not all(m in ZOO_MLLMS for m in cfg.models):
+            raise RetainError("Set `reference` to the LLM your MLLMs were built on (a folder or hf:<id>, e.g. "
+                              "hf:lmsys/vicuna-7b-v1.5 for LLaVA-1.5): the text KL and the original-LLM row need it.")
+        from retain.llava_parts import smollm2_dir
+
+        ident = str(smollm2_dir())
+    path = ident[3:] if ident.startswith("hf:") else ident
+    if not ident.startswith("hf:") and not Path(path).is_dir():
+        raise RetainError(f"The reference LLM {ident!r} is not a folder: give a saved causal LM folder or hf:<id>.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
+                                                     trust_remote_code=cfg.trust_remote_code)
+    except OSError as e:
+        raise RetainError(f"Could not load the reference LLM {ident!r}: {e}") from e
+    return ident, model.eval()
+
+
+def run_wings_study(cfg: WingsStudyConfig) -> Path:
+    """Measure every model of the study (reusing finished measurements); write the table and report."""
+    import torch
+    import yaml
+
+    from retain.models.mllm import load_mllm
+    from retain.rundir import versions
+
+    if not cfg.models:
+        raise RetainError("The study names no models: set `models` (e.g. [mini-llava, mini-llava-wings]).")
+    if cfg.emt_mode not in ("likelihood", "rule"):
+        raise RetainError(f"emt_mode must be likelihood or rule, got {cfg.emt_mode!r}.")
+    labels = [model_label(m) for m in cfg.models]
+    if len(set(labels)) != len(labels):
+        raise RetainError(f"Two models of the study share a name ({labels}): give distinct folders.")
+    out = Path(cfg.output_dir) / cfg.name
+    write_text(out / "config.yaml", yaml.safe_dump({**asdict(cfg), "versions": versions()}, sort_keys=False))
+    ref_name, reference = load_reference(cfg)
+    results = {}
+    processor = None
+    for name, label in zip(cfg.models, labels):
+        key = settings_key(cfg, name, ref_name)
+        stored = out / "models" / f"{label}.json"
+        if stored.exists() and read_json(stored).get("key") == key:
+            say(f"{label}: measured before under these settings, read back")
+            results[label] = read_json(stored)["result"]
+            if processor is None:
+                processor = _processor(name, cfg)
+            continue
+        torch.manual_seed(cfg.seed)
+        mllm = load_mllm(name, trust_remote_code=cfg.trust_remote_code)
+        processor = processor or mllm.processor
+        results[label] = measure_model(mllm, reference, cfg, label, out)
+        write_json(stored, {"key": key, "model": name, "result": results[label]})
+        del mllm
+    key = settings_key(cfg, cfg.models[0], ref_name)  # the LLM, prompted with the first model's template
+    stored = out / "models" / "original-llm.json"
+    if stored.exists() and read_json(stored).get("key") == key:
+        results[REFERENCE] = read_json(stored)["result"]
+    else:
+        results[REFERENCE] = measure_reference(reference, processor, cfg, out)
+        write_json(stored, {"key": key, "model": ref_name, "result": results[REFERENCE]})
+    study = {"study": "wings", "models": dict(zip(labels, cfg.models)), "reference": ref_name, "seed": cfg.seed,
+             "order": [*labels, REFERENCE], "results": results}
+    header, rows = study_table(study)
+    study["table"] = {"header": header, "rows": rows}
+    write_json(out / "study.json", study)
+    from retain.report import format_table
+
+    write_text(out / "table.md", format_table(header, rows) + "\n\n" + TABLE_NOTE + "\n")
+    write_study_report(out)
+    return out
+
+
+def _processor(name: str, cfg: WingsStudyConfig):
+    from transformers import AutoProcessor
+
+    if name in ZOO_MLLMS:
+        from retain import zoo
+
+        name = str(zoo.ensure(name))
+    return AutoProcessor.from_pretrained(name[3:] if name.startswith("hf:") else name,
+                                         trust_remote_code=cfg.trust_remote_code)
+
+
+TABLE_NOTE = ("Scores in %. multimodal: EMT accuracy on classification datasets, the task's scorer on instruction "
+              "tasks. text: option log-likelihood accuracy on text-only questions. KL: mean next-token "
+              "KL(original LLM || model) over text-only chats (nats, 0 = unchanged). interleaved k/T: accuracy "
+              "in conversations with k image turns out of T. attention corr: correlation across layers of the "
+              "attention mass on pre-image text with the original LLM's profile on the same text.")
+
+
+def _ordered(study: dict) -> list[tuple[str, dict]]:
+    """(label, result) in the study's order: its models, then the original LLM (JSON sorts keys)."""
+    return [(k, study["results"][k]) for k in study["order"]]
+
+
+def study_table(study: dict) -> tuple[list[str], list[list]]:
+    results = dict(_ordered(study))
+    mm = list(dict.fromkeys(t for r in results.values() for t in r["multimodal"]))
+    text = list(dict.fromkeys(t for r in results.values() for t in r["text"]))
+    mixes = sorted({int(k) for r in results.values() for k in r["interleaved"]})
+    turns = max(mixes) if mixes else 0
+    header = ["model", *mm, "multimodal mean", *[f"text: {t}" for t in text], "KL (nats)",
+              *[f"interleaved {k}/{turns}" for k in mixes], "attention corr"]
+    rows = []
+    for label, r in results.items():
+        mean = float(np.mean([r["multimodal"][t] for t in mm if t in r["multimodal"]])) if r["multimodal"] else None
+        kl = f"{r['kl']:.4f}" if r.get("kl") is not None else None
+        corr = (r.get("attention") or {}).get("correlation")
+        rows.append([label, *[r["multimodal"].get(t) for t in mm], mean, *[r["text"].get(t) for t in text], kl,
+                     *[(r["interleaved"].get(str(k)) or {}).get("all") for k in mixes],
+                     None if corr is None else f"{corr:.3f}"])
+    return header, rows
+
+
+# ---- the report -------------------------------------------------------------------------------
+def write_study_report(out: Path) -> Path:
+    from retain.report import _figure, _html_table, _page
+
+    study = read_json(out / "study.json")
+    header, rows = study["table"]["header"], study["table"]["rows"]
+    body = (f"<h2>WINGS study: {', '.join(map(html.escape, study['models']))} against "
+            f"{html.escape(study['reference'])}</h2>" + _html_table(header, rows) + f"<p>{html.escape(TABLE_NOTE)}</p>")
+    kinds = [(label, r["text_by_kind"].get("offline", {})) for label, r in _ordered(study)]
+    names = sorted({k for _, d in kinds for k in d})
+    body += "<h3>Text-only accuracy by question kind (offline set)</h3>"
+    body += _html_table(["model", *names], [[label, *[d.get(k) for k in names]] for label, d in kinds])
+    figs = [("attention of post-image text on pre-image text, per layer", _attention_figure(study)),
+            ("text-only and multimodal scores", _scores_figure(study)),
+            ("interleaved conversations: accuracy from text-rich to image-rich", _interleaved_figure(study))]
+    body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
+    cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
+    (out / "figures").mkdir(exist_ok=True)
+    for (title, png), name in zip(figs, ("attention_shift", "scores", "interleaved")):
+        (out / "figures" / f"{name}.png").write_bytes(png)
+    path = out / "report.html"
+    write_text(path, _page("retain: WINGS study", body))
+    return path
+
+
+def _attention_figure(study: dict) -> bytes:
+    from retain.report import _plt, _png
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    ref = None
+    for label, r in _ordered(study):
+        a = r.get("attention")
+        if not a:
+            continue
+        ax.plot(range(len(a["before_text"])), a["before_text"], marker="o", label=label)
+        ref = a.get("reference_before_text") or ref
+    if ref:
+        ax.plot(range(len(ref)), ref, "k--", label=f"{REFERENCE} (no image)")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("attention mass on pre-image text")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _scores_figure(study: dict) -> bytes:
+    from retain.report import _plt, _png
+
+    plt = _plt()
+    labels = study["order"]
+    text = [study["results"][k]["text"].get("offline") for k in labels]
+    mm = [np.mean(list(study["results"][k]["multimodal"].values())) if study["results"][k]["multimodal"] else np.nan
+          for k in labels]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(labels), 3.4))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, [100 * (v if v is not None else np.nan) for v in text], 0.4, label="text-only accuracy")
+    ax.bar(x + 0.2, [100 * v for v in mm], 0.4, label="multimodal mean")
+    ax.set_xticks(x, labels, rotation=15)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _interleaved_figure(study: dict) -> bytes:
+    from retain.report import _plt, _png
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, r in _ordered(study):
+        ks = sorted(int(k) for k in r["interleaved"])
+        ax.plot(ks, [r["interleaved"][str(k)]["all"] for k in ks], marker="o", ls="" if len(ks) == 1 else "-",
+                label=label)
+    ax.set_xlabel("image turns in the conversation")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return _png(fig)
