@@ -47,3 +47,27 @@ def test_concept_forgetting_deltas():
     assert d == pytest.approx({"a": -0.2, "b": 0.05})
     with pytest.raises(ValueError):
         metrics.concept_forgetting({"a": 0.8}, {"b": 0.5})
+
+
+def test_comparison_has_a_concept_forgetting_column_only_where_something_was_measured(tmp_path):
+    """A run with no held-out EMT datasets must not show a made-up 0.0 delta."""
+    from retain.io import write_json
+    from retain.report import comparison_rows
+    from retain.train import delta_summary
+
+    metrics = {"MFT": 0.5, "MFN": 0.4, "MAA": 0.45, "BWT": -0.1, "forgetting": 0.1}
+    empty = delta_summary({}, {})
+    assert empty["mean_delta"] is None
+    for name, cf in (("a", empty), ("b", empty)):
+        write_json(tmp_path / name / "results.json", {"method": name, "probes": [], "metrics": metrics,
+                                                      "concept_forgetting": {"emt": cf}})
+    header, rows = comparison_rows([tmp_path / "a", tmp_path / "b"])
+    assert not any("EMT" in h for h in header) and len(rows[0]) == len(header)
+    measured = delta_summary({"digits": 0.5, "textile": 0.3}, {"digits": 0.2, "textile": 0.4})
+    assert measured["mean_delta"] == pytest.approx(((0.2 - 0.5) + (0.4 - 0.3)) / 2)
+    write_json(tmp_path / "b" / "results.json", {"method": "b", "probes": ["digits", "textile"], "metrics": metrics,
+                                                 "concept_forgetting": {"emt": measured}})
+    header, rows = comparison_rows([tmp_path / "a", tmp_path / "b"])
+    col = header.index("EMT delta (mean)")
+    assert rows[0][col] is None and rows[1][col] == pytest.approx(-0.1)
+    assert rows[1][header.index("EMT delta digits")] == pytest.approx(-0.3)

@@ -45,7 +45,8 @@ def comparison_rows(runs: list[Path]) -> tuple[list[str], list[list]]:
     """Header and rows: one row per run, methods as rows."""
     results = [read_json(r / "results.json") for r in runs]
     probes = sorted({p for res in results for p in res["probes"]})
-    kinds = [(k, label) for k, label in CF_KINDS if any(k in res.get("concept_forgetting", {}) for res in results)]
+    kinds = [(k, label) for k, label in CF_KINDS  # a kind no run measured on any dataset gets no column
+             if any(res.get("concept_forgetting", {}).get(k, {}).get("delta") for res in results)]
     header = ["method"] + [label for _, label in COLUMNS] + [f"{label} delta (mean)" for _, label in kinds]
     header += [f"{kinds[0][1]} delta {p}" for p in probes] if kinds else []
     rows = []

@@ -273,4 +273,4 @@ def assemble_results(cfg: RunConfig, method_name: str, tasks, probes, state: dic
 def delta_summary(before: dict, after: dict) -> dict:
     d = metrics.concept_forgetting(before, after)
     return {"before": before, "after": after, "delta": d,
-            "mean_delta": float(np.mean(list(d.values()))) if d else 0.0}
+            "mean_delta": float(np.mean(list(d.values()))) if d else None}
