@@ -8,6 +8,7 @@ the comparison table in docs/mcit.md (via bench/run_all.py --summary).
 
     .venv/bin/python bench/mcit_offline.py                    # every method of the preset
     .venv/bin/python bench/mcit_offline.py lora_ft olora      # some
+    .venv/bin/python bench/mcit_offline.py --table            # only rebuild the table from finished runs
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ PROBE = (
 
 def main() -> None:
     from retain.config import load_config
-    from retain.report import comparison_rows, format_table
-
     cfg = load_config(ROOT / "configs" / "mcit-offline.yaml")
-    methods = sys.argv[1:] or cfg.methods
+    methods = [a for a in sys.argv[1:] if not a.startswith("--")] or ([] if "--table" in sys.argv else cfg.methods)
     res = json.loads(OUT.read_text()) if OUT.exists() else {"runs": {}}
     for m in methods:
         run = ROOT / "runs" / cfg.name / m
@@ -49,14 +48,22 @@ def main() -> None:
             continue
         res["runs"][m] = {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024}
         print(m, json.dumps(res["runs"][m]))
-        finished = [ROOT / "runs" / cfg.name / k for k in res["runs"] if (ROOT / "runs" / cfg.name / k / "results.json").exists()]
-        header, rows = comparison_rows(finished)
-        res.update({"command": "retain run configs/mcit-offline.yaml methods=[<method>]", "sequence": cfg.sequence,
-                    "train": vars(cfg.train), "eval_limit": cfg.eval.limit, "table": format_table(header, rows),
-                    "matrices": {r.name: json.loads((r / "results.json").read_text())["accuracy_matrix"] for r in finished}})
-        OUT.parent.mkdir(exist_ok=True)
-        OUT.write_text(json.dumps(res, indent=2) + "\n")
+        write(res, cfg)
+    if "--table" in sys.argv:  # only rebuild the table and matrices from the finished runs
+        write(res, cfg)
     print(res.get("table", ""))
+
+
+def write(res: dict, cfg) -> None:
+    from retain.report import comparison_rows, format_table
+
+    finished = [ROOT / "runs" / cfg.name / k for k in res["runs"] if (ROOT / "runs" / cfg.name / k / "results.json").exists()]
+    header, rows = comparison_rows(finished)
+    res.update({"command": "retain run configs/mcit-offline.yaml methods=[<method>]", "sequence": cfg.sequence,
+                "train": vars(cfg.train), "eval_limit": cfg.eval.limit, "table": format_table(header, rows),
+                "matrices": {r.name: json.loads((r / "results.json").read_text())["accuracy_matrix"] for r in finished}})
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

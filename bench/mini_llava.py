@@ -7,11 +7,20 @@ known answers (a hit when the expected word appears). Build time comes from the 
 DONE file. Results go to bench/results/mini_llava.json.
 
     .venv/bin/python bench/mini_llava.py
+    .venv/bin/python bench/mini_llava.py --build   # also time a fresh build, with its peak memory
+
+`--build` runs `retain zoo build mini-llava` in its own process on a throwaway cache that
+links the cached mini-CLIP, SmolLM2 and datasets, so only mini-LLaVA itself is built.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,12 +38,46 @@ TEXT = [("What is 3 plus 4?", "7"), ("What is the capital of Italy?", "rome"), (
         ("Which planet do we live on?", "earth"), ("What is 9 minus 5?", "4"), ("How many wheels does a bicycle have?", "2")]
 
 
+PROBE = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.time()\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "print('BENCH', rc, time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def fresh_build() -> dict:
+    """Wall time and peak memory of building mini-LLaVA when its parts are already cached."""
+    cache = Path(zoo.model_dir("mini-llava")).parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="retain-build-"))
+    try:
+        (tmp / "zoo").mkdir()
+        (tmp / "data").symlink_to(cache / "data")
+        for part in ("mini-clip", "smollm2"):
+            for d in (cache / "zoo").glob(f"{part}*"):
+                (tmp / "zoo" / d.name).symlink_to(d)
+        proc = subprocess.run([sys.executable, "-c", PROBE, sys.executable, "-m", "retain", "--quiet", "zoo", "build",
+                               "mini-llava"], capture_output=True, text=True,
+                              env={**os.environ, "RETAIN_CACHE": str(tmp), "RETAIN_QUIET": "1"})
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
+        if int(line[1]) != 0:
+            raise SystemExit(f"the build failed:\n{proc.stderr[-3000:]}")
+        return {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024, "command": "retain zoo build mini-llava",
+                "cached_parts": "mini-CLIP, SmolLM2, datasets"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
+    old = json.loads((OUT / "mini_llava.json").read_text()) if (OUT / "mini_llava.json").exists() else {}
+    fresh = fresh_build() if "--build" in sys.argv else old.get("fresh_build")
     path = zoo.ensure("mini-llava")
     mllm = load_mllm(str(path))
     shape, color = load_task("easyvqa-shape"), load_task("easyvqa-color")
     s_test, c_test = shape.split("test").subset(N), color.split("test").subset(N)
     res = {"model_dir": str(path), "build": (path / "DONE").read_text().strip(), "items": N}
+    if fresh:
+        res["fresh_build"] = fresh
     t = time.time()
     for name, task, split, q in (("shape", shape, s_test, "What shape is in the image?"),
                                  ("color", color, c_test, "What color is the shape?")):

@@ -50,6 +50,9 @@ def summary() -> str:
         emt = r["emt_fashion_rule"]
         lines += ["## mini-LLaVA (`bench/mini_llava.py`)", "",
                   f"- build: {r['build']} (mini-CLIP and SmolLM2 already cached)",
+                  *([f"- fresh build (`{r['fresh_build']['command']}`, {r['fresh_build']['cached_parts']} cached): "
+                     f"{r['fresh_build']['wall_s']:.0f} s, peak memory {r['fresh_build']['peak_rss_mb']:.0f} MB"]
+                    if "fresh_build" in r else []),
                   f"- easy-VQA test, likelihood ranking over {r['items']} images: shape {100 * r['easyvqa_shape_accuracy']:.1f}% "
                   f"(chance {100 * r['easyvqa_shape_chance']:.1f}%), colour {100 * r['easyvqa_color_accuracy']:.1f}% "
                   f"(chance {100 * r['easyvqa_color_chance']:.1f}%); {r['likelihood_images_per_s']:.1f} images/s",
@@ -129,7 +132,8 @@ def wings_page() -> str | None:
              "Written by `bench/run_all.py --summary` from `bench/results/wings_study.json` (made by "
              f"`bench/wings_study.py`, which runs `{r['study_run']['command']}` on 2 CPU cores).", "",
              "Models: " + ", ".join(f"{k} (`{v}`)" for k, v in r["models"].items())
-             + f"; the original LLM: `{r['reference']}`.", "",
+             + f"; the original LLM: `{Path(r['reference']).name}`"
+             + (" (retain's SmolLM2-135M-Instruct cache)" if "smollm2" in r["reference"] else "") + ".", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     from retain.wings.study import TABLE_NOTE
@@ -204,6 +208,9 @@ def mcit_page() -> str | None:
             label = "zero-shot" if t == 0 else r["sequence"][t - 1]
             lines.append(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in row) + " |")
         lines.append("")
+    notes = ROOT / "docs" / "mcit_findings.md"
+    if notes.exists():
+        lines += [notes.read_text()]
     return "\n".join(lines) + "\n"
 
 
