@@ -49,7 +49,7 @@ def summary() -> str:
         r = json.loads(ml.read_text())
         emt = r["emt_fashion_rule"]
         lines += ["## mini-LLaVA (`bench/mini_llava.py`)", "",
-                  f"- build: {r['build']} (mini-CLIP and SmolLM2 already cached)",
+                  *([] if "fresh_build" in r else [f"- build: {r['build']} (mini-CLIP and SmolLM2 already cached)"]),
                   *([f"- fresh build (`{r['fresh_build']['command']}`, {r['fresh_build']['cached_parts']} cached): "
                      f"{r['fresh_build']['wall_s']:.0f} s, peak memory {r['fresh_build']['peak_rss_mb']:.0f} MB"]
                     if "fresh_build" in r else []),
@@ -82,7 +82,11 @@ def summary() -> str:
                   "| arm | tokens/s | peak memory (MB) |", "|---|---|---|",
                   f"| plain transformers + PEFT loop | {r['best_tokens_per_s']['plain']:.0f} | {r['peak_rss_mb']['plain']:.0f} |",
                   f"| retain's trainer (`lora_ft`) | {r['best_tokens_per_s']['retain']:.0f} | {r['peak_rss_mb']['retain']:.0f} |",
-                  "", f"retain / plain: {r['retain_over_plain']:.3f}.", ""]
+                  "", f"retain / plain: {r['retain_over_plain']:.3f} on the best runs, "
+                  f"{_mean_tps(r, 'retain') / _mean_tps(r, 'plain'):.3f} on the means; each arm's runs span "
+                  + ", ".join(f"{a} {min(x['tokens_per_s'] for x in r['runs'][a]):.1f}-"
+                              f"{max(x['tokens_per_s'] for x in r['runs'][a]):.1f}" for a in ("plain", "retain"))
+                  + " tokens/s.", ""]
     mo = RESULTS / "mcit_offline.json"
     if mo.exists():
         r = json.loads(mo.read_text())
@@ -116,6 +120,10 @@ def summary() -> str:
         lines += [f"- `{r['study_run']['command']}`: {r['study_run']['wall_s']:.0f} s, peak memory "
                   f"{r['study_run']['peak_rss_mb']:.0f} MB", "", "Its table is in `docs/wings.md`.", ""]
     return "\n".join(lines) + "\n"
+
+
+def _mean_tps(r: dict, arm: str) -> float:
+    return sum(x["tokens_per_s"] for x in r["runs"][arm]) / len(r["runs"][arm])
 
 
 def wings_page() -> str | None:
