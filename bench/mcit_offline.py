@@ -14,21 +14,13 @@ the comparison table in docs/mcit.md (via bench/run_all.py --summary).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
+from timed import timed_retain
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "mcit_offline.json"
-PROBE = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.time()\n"
-    "rc = subprocess.run(sys.argv[1:]).returncode\n"
-    "print('BENCH', rc, time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-)
-
-
 def main() -> None:
     from retain.config import load_config
     cfg = load_config(ROOT / "configs" / "mcit-offline.yaml")
@@ -39,14 +31,11 @@ def main() -> None:
         if (run / "results.json").exists() and m in res["runs"]:
             print(f"{m}: finished before ({res['runs'][m]['wall_s']:.0f} s)")
             continue
-        cmd = [sys.executable, "-c", PROBE, sys.executable, "-m", "retain", "--quiet", "run",
-               "configs/mcit-offline.yaml", f"methods=[{m}]"]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "RETAIN_QUIET": "1"})
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
-        if int(line[1]) != 0:
+        rc, cost, proc = timed_retain(["--quiet", "run", "configs/mcit-offline.yaml", f"methods=[{m}]"])
+        if rc != 0:
             print(f"{m} failed:\n{proc.stderr[-3000:]}")
             continue
-        res["runs"][m] = {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024}
+        res["runs"][m] = cost
         print(m, json.dumps(res["runs"][m]))
         write(res, cfg)
     if "--table" in sys.argv:  # only rebuild the table and matrices from the finished runs

@@ -16,9 +16,7 @@ links the cached mini-CLIP, SmolLM2 and datasets, so only mini-LLaVA itself is b
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,20 +28,13 @@ from retain import zoo
 from retain.data import load_task
 from retain.eval.emt import evaluate_emt
 from retain.models.mllm import load_mllm
+from timed import timed_retain
 
 OUT = Path(__file__).parent / "results"
 N = 200
 TEXT = [("What is 3 plus 4?", "7"), ("What is the capital of Italy?", "rome"), ("How many days are in a week?", "7"),
         ("What color is the sky on a clear day?", "blue"), ("What is the freezing point of water in Celsius?", "0"),
         ("Which planet do we live on?", "earth"), ("What is 9 minus 5?", "4"), ("How many wheels does a bicycle have?", "2")]
-
-
-PROBE = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.time()\n"
-    "rc = subprocess.run(sys.argv[1:]).returncode\n"
-    "print('BENCH', rc, time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-)
 
 
 def fresh_build() -> dict:
@@ -56,14 +47,10 @@ def fresh_build() -> dict:
         for part in ("mini-clip", "smollm2"):
             for d in (cache / "zoo").glob(f"{part}*"):
                 (tmp / "zoo" / d.name).symlink_to(d)
-        proc = subprocess.run([sys.executable, "-c", PROBE, sys.executable, "-m", "retain", "--quiet", "zoo", "build",
-                               "mini-llava"], capture_output=True, text=True,
-                              env={**os.environ, "RETAIN_CACHE": str(tmp), "RETAIN_QUIET": "1"})
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
-        if int(line[1]) != 0:
+        rc, cost, proc = timed_retain(["--quiet", "zoo", "build", "mini-llava"], {"RETAIN_CACHE": str(tmp)})
+        if rc != 0:
             raise SystemExit(f"the build failed:\n{proc.stderr[-3000:]}")
-        return {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024, "command": "retain zoo build mini-llava",
-                "cached_parts": "mini-CLIP, SmolLM2, datasets"}
+        return {**cost, "command": "retain zoo build mini-llava", "cached_parts": "mini-CLIP, SmolLM2, datasets"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -12,34 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from timed import timed_retain
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
 
-# Runs the CLI in a child and reports the child's peak resident memory.
-PROBE = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.time()\n"
-    "rc = subprocess.run(sys.argv[1:]).returncode\n"
-    "print('BENCH', rc, time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-)
-
-
 def measure(cache: str, out_dir: str) -> dict:
-    env = {**os.environ, "RETAIN_CACHE": cache, "RETAIN_QUIET": "1"}
-    cmd = [sys.executable, "-c", PROBE, sys.executable, "-m", "retain", "run", "configs/quickstart.yaml",
-           f"output_dir={out_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
-    if int(line[1]) != 0:
+    rc, cost, proc = timed_retain(["run", "configs/quickstart.yaml", f"output_dir={out_dir}"], {"RETAIN_CACHE": cache})
+    if rc != 0:
         raise SystemExit(f"quickstart failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
     table = proc.stdout[: proc.stdout.index("BENCH")].split("\n\nreports:")[0]
-    return {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024, "table": table.strip()}
+    return {**cost, "table": table.strip()}
 
 
 def main() -> None:

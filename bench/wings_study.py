@@ -9,28 +9,17 @@ bench/results/wings_study.json; bench/run_all.py --summary writes docs/wings.md.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from timed import timed_retain
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "wings_study.json"
-PROBE = (
-    "import resource, subprocess, sys, time\n"
-    "t = time.time()\n"
-    "rc = subprocess.run(sys.argv[1:]).returncode\n"
-    "print('BENCH', rc, time.time() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-)
-
-
 def timed(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROBE, sys.executable, "-m", "retain", "--quiet", *args], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "RETAIN_QUIET": "1"})
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH")][-1].split()
-    if int(line[1]) != 0:
+    rc, cost, proc = timed_retain(["--quiet", *args])
+    if rc != 0:
         raise SystemExit(f"retain {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return {"wall_s": float(line[2]), "peak_rss_mb": int(line[3]) / 1024}
+    return cost
 
 
 def main() -> None:
