@@ -90,6 +90,7 @@ def test_study_measures_both_models_and_the_original_llm(tmp_path, study_models,
 
     monkeypatch.setattr(S, "measure_model", fail)
     monkeypatch.setattr(S, "measure_reference", fail)
+    monkeypatch.setattr(S, "load_reference", fail)  # nor is the reference LLM loaded for nothing
     again = json.loads((S.run_wings_study(cfg) / "study.json").read_text())
     assert again["results"] == res["results"]
     # a changed setting is measured again

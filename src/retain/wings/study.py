@@ -210,10 +210,8 @@ def measure_reference(reference, processor, cfg: WingsStudyConfig, out: Path) ->
 
 
 # ---- the run --------------------------------------------------------------------------------
-def load_reference(cfg: WingsStudyConfig):
+def reference_name(cfg: WingsStudyConfig) -> str:
     """The original causal LM: `cfg.reference`, or SmolLM2 when every model is from the zoo."""
-    from transformers import AutoModelForCausalLM
-
     ident = cfg.reference
     if not ident:
         if not all(m in ZOO_MLLMS for m in cfg.models):
@@ -222,15 +220,20 @@ def load_reference(cfg: WingsStudyConfig):
         from retain.llava_parts import smollm2_dir
 
         ident = str(smollm2_dir())
-    path = ident[3:] if ident.startswith("hf:") else ident
-    if not ident.startswith("hf:") and not Path(path).is_dir():
+    if not ident.startswith("hf:") and not Path(ident).is_dir():
         raise RetainError(f"The reference LLM {ident!r} is not a folder: give a saved causal LM folder or hf:<id>.")
+    return ident
+
+
+def load_reference(ident: str, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
-                                                     trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(ident[3:] if ident.startswith("hf:") else ident,
+                                                     use_safetensors=True, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise RetainError(f"Could not load the reference LLM {ident!r}: {e}") from e
-    return ident, model.eval()
+    return model.eval()
 
 
 def run_wings_study(cfg: WingsStudyConfig) -> Path:
@@ -250,7 +253,14 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
         raise RetainError(f"Two models of the study share a name ({labels}): give distinct folders.")
     out = Path(cfg.output_dir) / cfg.name
     write_text(out / "config.yaml", yaml.safe_dump({**asdict(cfg), "versions": versions()}, sort_keys=False))
-    ref_name, reference = load_reference(cfg)
+    ref_name = reference_name(cfg)
+    loaded = {}
+
+    def reference():  # loaded once, and only when something is measured
+        if "lm" not in loaded:
+            loaded["lm"] = load_reference(ref_name, cfg.trust_remote_code)
+        return loaded["lm"]
+
     results = {}
     processor = None
     for name, label in zip(cfg.models, labels):
@@ -265,7 +275,7 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
         torch.manual_seed(cfg.seed)
         mllm = load_mllm(name, trust_remote_code=cfg.trust_remote_code)
         processor = processor or mllm.processor
-        results[label] = measure_model(mllm, reference, cfg, label, out)
+        results[label] = measure_model(mllm, reference(), cfg, label, out)
         write_json(stored, {"key": key, "model": name, "result": results[label]})
         del mllm
     key = settings_key(cfg, cfg.models[0], ref_name)  # the LLM, prompted with the first model's template
@@ -273,7 +283,7 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
     if stored.exists() and read_json(stored).get("key") == key:
         results[REFERENCE] = read_json(stored)["result"]
     else:
-        results[REFERENCE] = measure_reference(reference, processor, cfg, out)
+        results[REFERENCE] = measure_reference(reference(), processor, cfg, out)
         write_json(stored, {"key": key, "model": ref_name, "result": results[REFERENCE]})
     study = {"study": "wings", "models": dict(zip(labels, cfg.models)), "reference": ref_name, "seed": cfg.seed,
              "order": [*labels, REFERENCE], "results": results}
