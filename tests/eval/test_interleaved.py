@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
 
+from direct import option_logprob
 from retain.eval.interleaved import Turn, build_conversations, evaluate_interleaved
 
 
@@ -34,13 +34,7 @@ def test_turn_scores_equal_a_direct_forward_on_the_whole_conversation(tiny_llava
                          return_tensors="pt")
     assert int((enc["input_ids"] == mllm.tokenizer.convert_tokens_to_ids("<image>")).sum()) > 2  # both images in
     for opt, score in zip(options, scores):
-        ids = mllm.tokenizer(opt, add_special_tokens=False)["input_ids"]
-        full = torch.cat([enc["input_ids"], torch.tensor([ids])], 1)
-        with torch.no_grad():
-            logp = mllm.model(input_ids=full, attention_mask=torch.ones_like(full),
-                              pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
-        n = enc["input_ids"].shape[1]
-        assert score == pytest.approx(sum(logp[n + k - 1, t].item() for k, t in enumerate(ids)), abs=1e-4)
+        assert score == pytest.approx(option_logprob(mllm, enc, opt), abs=1e-4)
     res = evaluate_interleaved(mllm, build_conversations(per_mix=1, turns=2, image_pool=p))
     assert set(res.by_mix) == {0, 1, 2} and res.by_mix[0]["image"] is None and res.by_mix[2]["text"] is None
     assert len(res.records) == 6

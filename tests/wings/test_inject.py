@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from direct import option_logprob
 from retain.wings.inject import inject_wings
 
 
@@ -116,11 +117,5 @@ def test_option_scoring_through_an_expanded_cache_matches_full_forwards(mllm):
     scores = mllm.loglik_many(ims, "What is it?", options, batch_size=2)
     for img, row in zip(ims, scores):
         enc = mllm._encode([img], [mllm.chat_prompt("What is it?")], "left")
-        p = enc["input_ids"].shape[1]
         for opt, score in zip(options, row):
-            ids = mllm.tokenizer(opt, add_special_tokens=False)["input_ids"]
-            full = torch.cat([enc["input_ids"], torch.tensor([ids])], 1)
-            with torch.no_grad():
-                logp = mllm.model(input_ids=full, attention_mask=torch.ones_like(full),
-                                  pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
-            assert score == pytest.approx(sum(logp[p + k - 1, t].item() for k, t in enumerate(ids)), abs=1e-4)
+            assert score == pytest.approx(option_logprob(mllm, enc, opt), abs=1e-4)
