@@ -96,6 +96,12 @@ def test_study_measures_both_models_and_the_original_llm(tmp_path, study_models,
     # a changed setting is measured again
     with pytest.raises(AssertionError, match="measured again"):
         S.run_wings_study(study_config(tmp_path, study_models, limit=3))
+    # only the original LLM's row lost: it alone is measured, prompted with the first model's processor
+    monkeypatch.undo()
+    monkeypatch.setattr(S, "measure_model", fail)
+    (out / "models" / "original-llm.json").unlink()
+    again = json.loads((S.run_wings_study(cfg) / "study.json").read_text())
+    assert again["results"] == res["results"]
 
 
 def test_study_bad_input(tmp_path, study_models):

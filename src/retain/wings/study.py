@@ -266,24 +266,25 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
     for name, label in zip(cfg.models, labels):
         key = settings_key(cfg, name, ref_name)
         stored = out / "models" / f"{label}.json"
-        if stored.exists() and read_json(stored).get("key") == key:
+        prior = read_json(stored) if stored.exists() else {}
+        if prior.get("key") == key:
             say(f"{label}: measured before under these settings, read back")
-            results[label] = read_json(stored)["result"]
-            if processor is None:
-                processor = _processor(name, cfg)
+            results[label] = prior["result"]
             continue
         torch.manual_seed(cfg.seed)
         mllm = load_mllm(name, trust_remote_code=cfg.trust_remote_code)
-        processor = processor or mllm.processor
+        if name == cfg.models[0]:
+            processor = mllm.processor
         results[label] = measure_model(mllm, reference(), cfg, label, out)
         write_json(stored, {"key": key, "model": name, "result": results[label]})
         del mllm
     key = settings_key(cfg, cfg.models[0], ref_name)  # the LLM, prompted with the first model's template
     stored = out / "models" / "original-llm.json"
-    if stored.exists() and read_json(stored).get("key") == key:
-        results[REFERENCE] = read_json(stored)["result"]
+    prior = read_json(stored) if stored.exists() else {}
+    if prior.get("key") == key:
+        results[REFERENCE] = prior["result"]
     else:
-        results[REFERENCE] = measure_reference(reference(), processor, cfg, out)
+        results[REFERENCE] = measure_reference(reference(), processor or _processor(cfg.models[0], cfg), cfg, out)
         write_json(stored, {"key": key, "model": ref_name, "result": results[REFERENCE]})
     study = {"study": "wings", "models": dict(zip(labels, cfg.models)), "reference": ref_name, "seed": cfg.seed,
              "order": [*labels, REFERENCE], "results": results}
