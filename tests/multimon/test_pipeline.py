@@ -4,15 +4,18 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from loopback import Server
 from retain.cli import main
 from retain.config import load_config
 from retain.errors import RetainError
+from retain.llm import LMError
+from retain.multimon.backends import FailureType, OfflineBackend
 from retain.multimon.encoders import reference_encoder, target_encoder
-from retain.multimon.evaluate import ImageBank, mllm_transfer
+from retain.multimon.evaluate import ImageBank, grounds_apart, mllm_transfer, probe_captions, zero_shot_transfer
 from retain.multimon.lexical import ground
-from retain.multimon.pipeline import MineConfig, drop_keywords, run_mine
+from retain.multimon.pipeline import MineConfig, drop_keywords, load_corpus, run_mine, steer
 
 SENTENCES = ["a red circle.", "a blue circle.", "a red triangle.", "a green rectangle on the left.",
              "a green rectangle on the right.", "two dogs chasing a cat.", "a cat chasing two dogs.",
@@ -62,13 +65,13 @@ def test_offline_pipeline_end_to_end(tmp_path, tiny_clip_dir, corpus_file):
     generated = [json.loads(line) for line in (out / "generated.jsonl").read_text().splitlines()]
     assert generated and res["generated"] == len(generated)
     for t in types:
-        mine = [g for g in generated if g["type"] == t["name"]]
+        mine = [g for g in generated if g["type"] == t["name"] and g["set"] == "generated"]
         assert t["generated"] == len(mine) <= 4
         if mine:  # success rate = the fraction of the type's pairs the target conflates
             assert t["success_rate"] == pytest.approx(np.mean([g["cos_target"] > 0.5 for g in mine]), abs=1e-4)
-    with_images = [g for g in generated if g["zero_shot"] is not None]
-    for g in with_images:
-        assert ground(g["a"]) is not None and ground(g["b"]) is not None
+    for g in generated:  # transfer is measured exactly on the pairs whose two sides have images
+        assert (g["zero_shot"] is not None) == grounds_apart(g["a"], g["b"])
+        assert g["set"] == "generated" or grounds_apart(g["a"], g["b"])
     table = (out / "table.md").read_text()
     assert "| failure type |" in table and types[0]["name"] in table
     html = (out / "report.html").read_text()
@@ -127,6 +130,41 @@ def test_mllm_transfer_uses_per_token_likelihood_and_either_side():
     assert mllm_transfer(StubMLLM({}, {}), [pair], [None], bank)[0] is None
 
 
+class StubDual:
+    """Every image embeds as e0; caption A as e0, caption B as e1."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def encode_text(self, texts):
+        return torch.eye(2)[[0 if t == self.a else 1 for t in texts]]
+
+    def preprocess(self, images):
+        return images
+
+    def encode_image(self, images):
+        return torch.eye(2)[[0] * len(images)]
+
+
+def test_zero_shot_transfer_fails_a_pair_when_either_side_is_mismatched():
+    bank = ImageBank()
+    pair = ("a photo of a red circle.", "a photo of a red triangle.")
+    g = (ground(pair[0]), ground(pair[1]))
+    rec = zero_shot_transfer(StubDual(pair[0]), [pair], [g], bank, images_per_side=3)[0]
+    assert rec == {"accuracy_a": 1.0, "accuracy_b": 0.0, "images": [3, 3], "fails": True}
+    assert bank.images(g[1], 3).shape[0] == 3
+
+
+def test_offline_transfer_pairs_are_rewrites_of_captions_with_images():
+    probes = probe_captions()
+    assert all(ground(s) is not None for s in probes) and len(probes) > 100
+    b = OfflineBackend(["unused"], seed=0)
+    for name in ("colour", "object", "number"):
+        pairs = b.generate(FailureType(name, ""), 10, seeds=probes, keep=grounds_apart)
+        assert len(pairs) == 10 and all(grounds_apart(x, y) and x in probes for x, y in pairs)
+    assert b.generate(FailureType("negation", ""), 5, seeds=probes, keep=grounds_apart) == []
+
+
 def test_cli_mine_and_config_errors(tmp_path, tiny_clip_dir, corpus_file, capsys):
     assert main(["--quiet", "mine", f"target={tiny_clip_dir}", f"corpus={corpus_file}", "threshold=0.5", "gap=0.05",
                  f"output_dir={tmp_path}", "name=cli", "pairs_per_type=2", "images_per_side=2"]) == 0
@@ -143,3 +181,58 @@ def test_cli_mine_and_config_errors(tmp_path, tiny_clip_dir, corpus_file, capsys
 def test_shipped_preset_loads():
     c = load_config("configs/multimon.yaml", [], cls=MineConfig)
     assert c.corpus == "generated" and c.corpus_size >= 50000 and c.top_k == 150 and c.pairs_per_type == 41
+
+
+class StubSteerer:
+    def __init__(self, fail_on):
+        self.fail_on, self.asked = fail_on, []
+
+    def relevant(self, a, b, steer):
+        self.asked.append(a)
+        if a == self.fail_on:
+            raise LMError("no answer")
+        return "circle" in a
+
+
+def test_steering_asks_in_order_until_top_k_pass_and_records_failures():
+    rows = [{"a": s, "b": s + "!"} for s in ["a dog", "a circle 1", "a cat", "a circle 2", "a circle 3", "a circle 4"]]
+    errors = {}
+    backend = StubSteerer(fail_on="a cat")
+    kept = steer(rows, backend, MineConfig(top_k=2, steer="shapes"), errors)
+    assert [r["a"] for r in kept] == ["a circle 1", "a circle 2"]
+    assert backend.asked == ["a dog", "a circle 1", "a cat", "a circle 2"]  # stops once top_k passed
+    assert "1 pair(s) got no answer" in errors["steer"]
+
+
+def test_offline_steering_keeps_pairs_near_the_steering_text():
+    b = OfflineBackend([], reference_encoder("minilm"), steer_threshold=0.3)
+    assert b.relevant("a red circle on the left.", "a red circle on the right.", "circles and triangles")
+    assert not b.relevant("a sneaker next to a bag.", "a bag next to a sneaker.", "circles and triangles")
+    assert b.relevant("a dog chasing a cow.", "a cow chasing a dog.", "animals on a farm")
+
+
+def test_steered_run_keeps_only_relevant_pairs(tmp_path, tiny_clip_dir, corpus_file):
+    out = run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, name="steered", steer="circles and triangles",
+                       steer_threshold=0.3, top_k=5, transfer_pairs=0))
+    res = json.loads((out / "results.json").read_text())
+    mined = [json.loads(line) for line in (out / "mined.jsonl").read_text().splitlines()]
+    judge = OfflineBackend([], reference_encoder("minilm"), steer_threshold=0.3)
+    assert res["steer"] == "circles and triangles" and 0 < len(mined) <= 5
+    assert all(judge.relevant(m["a"], m["b"], "circles and triangles") for m in mined)
+    assert res["mining"]["top_k"] == 50  # the pool asked: steer_pool x top_k
+
+
+def test_datasets_corpora_snli_and_coco_layouts(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    snli = DatasetDict({"train": Dataset.from_dict({"premise": ["A man rides a horse.", "A man rides a horse.",
+                                                                 "Two dogs play."], "label": [0, 1, 2]})})
+    snli.save_to_disk(str(tmp_path / "snli"))
+    sentences, note = load_corpus(MineConfig(corpus=f"hf:{tmp_path / 'snli'}", corpus_size=0))
+    assert sentences == ["A man rides a horse.", "Two dogs play."] and "2 distinct sentences" in note
+    coco = Dataset.from_dict({"sentences": [["a cat on a mat.", "A cat on a mat"], ["a red bus."]], "id": [1, 2]})
+    coco.save_to_disk(str(tmp_path / "coco"))
+    sentences, _ = load_corpus(MineConfig(corpus=f"hf:{tmp_path / 'coco'}", corpus_column="sentences"))
+    assert sentences == ["a cat on a mat.", "a red bus."]
+    with pytest.raises(RetainError, match="has no column caption"):
+        load_corpus(MineConfig(corpus=f"hf:{tmp_path / 'coco'}", corpus_column="caption"))

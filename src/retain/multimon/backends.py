@@ -160,23 +160,31 @@ class OfflineBackend:
         ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         return [FailureType(name, CATEGORIES[name], idx) for name, idx in ranked]
 
-    def generate(self, failure: FailureType, n: int, avoid: set[Pair] = frozenset()) -> list[Pair]:
-        """Up to n distinct (sentence, rewrite) pairs of the failure's type, none of them in `avoid`."""
+    def generate(self, failure: FailureType, n: int, avoid: set[Pair] = frozenset(), seeds: list[str] | None = None,
+                 keep=None) -> list[Pair]:
+        """Up to n distinct (sentence, rewrite) pairs of the failure's type, none of them in `avoid`.
+
+        Args:
+            seeds: the sentences to rewrite, in a seeded random order (default: the corpus).
+            keep: a predicate on (sentence, rewrite); pairs it rejects are skipped.
+        """
         from retain.multimon.lexical import CATEGORIES, rewrite
 
         if failure.name not in CATEGORIES:
             raise LMError(f"The offline backend rewrites only its own failure types ({', '.join(CATEGORIES)}), "
                           f"not {failure.name!r}.")
+        seeds = self.corpus if seeds is None else seeds
         rng = np.random.default_rng([self.seed, sorted(CATEGORIES).index(failure.name)])
         out, seen = [], set(avoid)
-        for k in rng.permutation(len(self.corpus)):
-            new = rewrite(self.corpus[k], failure.name, rng)
-            pair = (self.corpus[k], new)
-            if new is not None and pair not in seen and pair[::-1] not in seen:
-                seen.add(pair)
-                out.append(pair)
-                if len(out) == n:
-                    break
+        for k in rng.permutation(len(seeds)):
+            new = rewrite(seeds[k], failure.name, rng)
+            pair = (seeds[k], new)
+            if new is None or pair in seen or pair[::-1] in seen or (keep is not None and not keep(*pair)):
+                continue
+            seen.add(pair)
+            out.append(pair)
+            if len(out) == n:
+                break
         return out
 
     def relevant(self, a: str, b: str, steer: str) -> bool:

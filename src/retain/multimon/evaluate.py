@@ -75,6 +75,27 @@ class ImageBank:
         return images[idx]
 
 
+def probe_captions() -> list[str]:
+    """Every simple caption of one object retain has images of ("a photo of a red circle",
+    "a dog", "the number 7"): the seeds of the offline backend's transfer pairs."""
+    from retain.data.offline import ANIMAL_CLASSES, COLORS, DIGIT_CLASSES, FASHION_CLASSES, SHAPES
+    from retain.multimon.lexical import article
+
+    wrappers = ["{}", "a photo of {}", "a drawing of {}", "a picture of {}"]
+    things = ([f"{article(c)} {c} {s}" for c in COLORS for s in SHAPES] + [f"{article(s)} {s}" for s in SHAPES]
+              + [f"{article(x)} {x}" for x in ANIMAL_CLASSES + FASHION_CLASSES])
+    out = [w.format(t) + "." for w in wrappers for t in things]
+    return out + [f"the number {d}." for d in DIGIT_CLASSES] + [f"a handwritten digit {d}." for d in DIGIT_CLASSES]
+
+
+def grounds_apart(a: str, b: str) -> bool:
+    """Both sentences show offline images, and different ones."""
+    from retain.multimon.lexical import ground
+
+    ga, gb = ground(a), ground(b)
+    return ga is not None and gb is not None and ga != gb
+
+
 def groundable(pairs: list[tuple[str, str]]) -> list[tuple | None]:
     """Per pair, the two groundings when both sides have images and they differ, else None."""
     from retain.multimon.lexical import ground

@@ -60,6 +60,8 @@ class MineConfig:
     lm_timeout: float = 120.0
     pairs_per_type: int = 41
     """new pairs asked for per failure type (the paper: 41)"""
+    transfer_pairs: int = 41
+    """offline backend: extra pairs per type rewritten from captions retain has images of, for transfer"""
     steer: str = ""
     """a target use (e.g. "self-driving cars"): keep only pairs whose difference matters for it"""
     steer_pool: int = 10
@@ -83,7 +85,7 @@ def load_corpus(cfg: MineConfig) -> tuple[list[str], str]:
 
     cap = cfg.corpus_size or None
     if cfg.corpus == "generated":
-        return generated_captions(cfg.corpus_size, cfg.seed), CORPUS_NOTE
+        return generated_captions(cfg.corpus_size, cfg.seed), f"generated: {cfg.corpus_size:,} {CORPUS_NOTE}"
     if cfg.corpus.startswith("hf:"):
         sentences = dedupe(_dataset_sentences(cfg))
         source = f"`datasets` corpus {cfg.corpus[3:]} ({cfg.corpus_split})"
@@ -192,7 +194,13 @@ def run_mine(cfg: MineConfig) -> Path:
         except LMError as e:
             errors[f"generate:{ft.name}"] = str(e)
             continue
-        generated += [{"type": ft.name, "a": a, "b": b} for a, b in new]
+        generated += [{"type": ft.name, "set": "generated", "a": a, "b": b} for a, b in new]
+        if cfg.transfer_pairs and backend.name == "offline":  # rewrites of captions that have images
+            from retain.multimon.evaluate import grounds_apart, probe_captions
+
+            probes = backend.generate(ft, cfg.transfer_pairs, avoid=mined_set | set(new), seeds=probe_captions(),
+                                      keep=grounds_apart)
+            generated += [{"type": ft.name, "set": "transfer", "a": a, "b": b} for a, b in probes]
     evaluate_generated(generated, target, reference, dual, cfg, errors)
     _write_jsonl(out / "generated.jsonl", generated)
 
@@ -251,14 +259,16 @@ def evaluate_generated(generated: list[dict], target, reference, dual, cfg: Mine
 def type_summary(ft, mined_rows: list[dict], generated: list[dict]) -> dict:
     from retain.multimon.evaluate import rate
 
-    def fails(key):
-        return [g[key]["fails"] if g.get(key) else None for g in generated]
+    def fails(key):  # transfer: every pair of the type with images, either set
+        return [g[key]["fails"] if g.get(key) else None for g in rows]
 
+    rows, generated = generated, [g for g in generated if g.get("set", "generated") == "generated"]
     conflated = [g for g in generated if g.get("conflated")]
     return {"name": ft.name, "description": ft.description, "mined": len(ft.pairs),
             "examples": [[mined_rows[k]["a"], mined_rows[k]["b"]] for k in ft.pairs[:3]],
             "generated": len(generated), "success_rate": rate([g.get("conflated") for g in generated]),
             "erroneous_rate": rate([g.get("erroneous") for g in generated]),
+            "transfer_set_success_rate": rate([g.get("conflated") for g in rows if g.get("set") == "transfer"]),
             "zero_shot_transfer": rate(fails("zero_shot")), "zero_shot_pairs": sum(v is not None for v in fails("zero_shot")),
             "mllm_transfer": rate(fails("mllm")), "mllm_pairs": sum(v is not None for v in fails("mllm")),
             "generated_examples": [[g["a"], g["b"]] for g in (conflated or generated)[:3]]}
@@ -296,7 +306,8 @@ def write_mine_report(out: Path) -> Path:
     body += _html_table(TABLE_HEADER, types_rows(results))
     body += ("<p>success rate: fraction of a type's generated pairs the target encoder conflates (cosine above the "
              "threshold); erroneous rate: also separated by the reference; transfer: fraction of the pairs with images "
-             "where a downstream system matched either side's images to the wrong caption.</p>")
+             "where a downstream system matched either side's images to the wrong caption (offline, each type also "
+             "rewrites captions of single objects retain has images of, such as 'a red circle', for this).</p>")
     for t in results["failure_types"]:
         body += f"<h3>{html.escape(t['name'])}</h3><p>{html.escape(t['description'])}</p>"
         ex = [["mined", a, b] for a, b in t["examples"]] + [["generated", a, b] for a, b in t["generated_examples"]]
