@@ -1,10 +1,15 @@
-"""MultiMon's miner at scale: `retain mine` over a 200,000-sentence generated corpus with
-mini-CLIP's text tower and MiniLM on this machine, embeddings not cached (a fresh
-embedding cache; mini-CLIP and the datasets linked in), then the search's recall against
-brute force on a 5,000-sentence subset. Results: bench/results/multimon_mine.json.
+"""MultiMon on retain's offline default, three parts, results in bench/results/multimon_mine.json
+(bench/run_all.py --summary writes docs/multimon.md from it):
 
-    .venv/bin/python bench/multimon_mine.py            # both parts
-    .venv/bin/python bench/multimon_mine.py --recall   # only the recall check
+- full: `retain mine` over a 200,000-sentence generated corpus with mini-CLIP's text tower
+  and MiniLM, embeddings not cached (a fresh cache with mini-CLIP and the datasets linked
+  in): wall time, the search's pairs per second, peak memory;
+- preset: `retain mine configs/multimon.yaml mllm=mini-llava` (60,000 sentences): the
+  failure types, their success rates and transfer to the zero-shot classifier and to
+  mini-LLaVA, with examples;
+- recall: the search against brute force on a 5,000-sentence subset.
+
+    .venv/bin/python bench/multimon_mine.py [full] [preset] [recall]   # default: all three
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ def full_run() -> dict:
                               for t in res["failure_types"]], "total_s_in_results": res["timings"]["total_seconds"]}
 
 
+def preset() -> dict:
+    out = Path(tempfile.mkdtemp(prefix="retain-mine-preset-"))
+    args = ["--quiet", "mine", "configs/multimon.yaml", "mllm=mini-llava", f"output_dir={out}", "name=preset"]
+    try:
+        rc, cost, proc = timed_retain(args)
+        if rc != 0:
+            raise SystemExit(f"retain mine failed:\n{proc.stderr[-3000:]}")
+        res = json.loads((out / "preset" / "results.json").read_text())
+        generated = [json.loads(line) for line in (out / "preset" / "generated.jsonl").read_text().splitlines()]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    transfer = [g for g in generated if g.get("zero_shot") or g.get("mllm")][:12]
+    return {"command": "retain mine " + " ".join(args[2:4]), **cost, "results": res,
+            "transfer_examples": [{k: g.get(k) for k in ("type", "a", "b", "cos_target", "zero_shot", "mllm")}
+                                  for g in transfer]}
+
+
 def recall() -> dict:
     """The miner (top_k=None) against every pair of the full matrices, in float64."""
     from retain.multimon.corpus import generated_captions
@@ -86,12 +108,11 @@ def recall() -> dict:
 
 def main() -> None:
     res = json.loads(OUT.read_text()) if OUT.exists() else {}
-    if "--recall" not in sys.argv:
-        res["full"] = full_run()
-        print(json.dumps(res["full"], indent=1), flush=True)
-    res["recall"] = recall()
-    print(json.dumps(res["recall"], indent=1))
-    OUT.write_text(json.dumps(res, indent=2) + "\n")
+    parts = [a for a in sys.argv[1:] if a in ("full", "preset", "recall")] or ["full", "preset", "recall"]
+    for part in parts:
+        res[part] = {"full": full_run, "preset": preset, "recall": recall}[part]()
+        print(part, json.dumps({k: v for k, v in res[part].items() if k != "results"}, indent=1), flush=True)
+        OUT.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,60 @@ def summary() -> str:
                          f"{r['build']['peak_rss_mb']:.0f} MB")
         lines += [f"- `{r['study_run']['command']}`: {r['study_run']['wall_s']:.0f} s, peak memory "
                   f"{r['study_run']['peak_rss_mb']:.0f} MB", "", "Its table is in `docs/wings.md`.", ""]
+    mm = RESULTS / "multimon_mine.json"
+    if mm.exists():
+        r = json.loads(mm.read_text())
+        lines += ["## MultiMon mining (`bench/multimon_mine.py`)", ""]
+        if "full" in r:
+            f = r["full"]
+            lines += [f"- `{f['command']}` ({f['sentences']:,} sentences, embeddings not cached): {f['wall_s']:.0f} s "
+                      f"wall, peak memory {f['peak_rss_mb']:.0f} MB; embedding {f['embedding_s']:.0f} s (bottom "
+                      f"{f['shared_layers']} layers shared by the two towers), search {f['search_s']:.0f} s over "
+                      f"{f['pairs_compared']:,} pairs ({f['pairs_per_second']:,.0f} pairs/s), {f['agreements']:,} "
+                      "erroneous agreements"]
+        if "recall" in r:
+            c = r["recall"]
+            lines += [f"- recall against brute force on {c['sentences']:,} sentences: {c['recall']:.3f} "
+                      f"(precision {c['precision']:.3f}; {c['brute_force_pairs']:,} pairs)"]
+        if "preset" in r:
+            lines += [f"- `{r['preset']['command']}`: {r['preset']['wall_s']:.0f} s, peak memory "
+                      f"{r['preset']['peak_rss_mb']:.0f} MB; its table is in `docs/multimon.md`"]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def multimon_page() -> str | None:
+    mm = RESULTS / "multimon_mine.json"
+    r = json.loads(mm.read_text()) if mm.exists() else {}
+    if "preset" not in r:
+        return None
+    from retain.multimon.pipeline import format_types_table
+
+    res = r["preset"]["results"]
+    lines = ["# MultiMon on mini-CLIP", "",
+             "Written by `bench/run_all.py --summary` from `bench/results/multimon_mine.json` (made by "
+             f"`bench/multimon_mine.py`, which runs `{r['preset']['command']}` on 2 CPU cores: "
+             f"{r['preset']['wall_s']:.0f} s).", "", format_types_table(res), "",
+             "Success rate: the fraction of a type's generated pairs (41 per type, rewrites of corpus sentences) "
+             "that mini-CLIP's text tower conflates (cosine > 0.9); erroneous rate: also more than 0.2 apart "
+             "for MiniLM. Transfer: of the pairs whose two captions each show one object retain has images of "
+             "(extra rewrites of captions like 'a photo of a red circle'), the fraction where the zero-shot "
+             "classifier (or mini-LLaVA, by per-token caption likelihood) matched the images of either caption "
+             "to the other caption.", "", "## Failure types", ""]
+    for t in res["failure_types"]:
+        lines += [f"### {t['name']}", "", t["description"], ""]
+        lines += [f"- mined: \"{a}\" / \"{b}\"" for a, b in t["examples"]]
+        lines += [f"- generated: \"{a}\" / \"{b}\"" for a, b in t["generated_examples"]]
+        lines.append("")
+    if r["preset"].get("transfer_examples"):
+        lines += ["## Transfer examples", "", "| type | caption A | caption B | target cosine | zero-shot (acc A / B) "
+                  "| mini-LLaVA (acc A / B) |", "|---|---|---|---|---|---|"]
+        for g in r["preset"]["transfer_examples"]:
+            def acc(x):
+                return "-" if not x else f"{x['accuracy_a']:.2f} / {x['accuracy_b']:.2f}{' (fails)' if x['fails'] else ''}"
+            lines.append(f"| {g['type']} | {g['a']} | {g['b']} | {g['cos_target']:.3f} | {acc(g['zero_shot'])} | "
+                         f"{acc(g['mllm'])} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -225,10 +279,12 @@ def mcit_page() -> str | None:
 def main() -> None:
     if "--summary" not in sys.argv:
         for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
-                       "mcit_throughput.py", "mcit_offline.py", "wings_step.py", "wings_study.py"):
+                       "mcit_throughput.py", "mcit_offline.py", "wings_step.py", "wings_study.py",
+                       "multimon_mine.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
-    for name, page in (("mcit.md", mcit_page()), ("emt.md", emt_page()), ("wings.md", wings_page())):
+    for name, page in (("mcit.md", mcit_page()), ("emt.md", emt_page()), ("wings.md", wings_page()),
+                         ("multimon.md", multimon_page())):
         if page:
             (ROOT / "docs" / name).write_text(page)
     print(summary())

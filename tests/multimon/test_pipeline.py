@@ -236,3 +236,16 @@ def test_datasets_corpora_snli_and_coco_layouts(tmp_path):
     assert sentences == ["a cat on a mat.", "a red bus."]
     with pytest.raises(RetainError, match="has no column caption"):
         load_corpus(MineConfig(corpus=f"hf:{tmp_path / 'coco'}", corpus_column="caption"))
+
+
+def test_missing_image_dataset_means_no_transfer_for_its_captions_not_a_crash(monkeypatch):
+    import retain.data
+
+    def fail(name):
+        raise RetainError(f"{name} is missing: install it")
+
+    monkeypatch.setattr(retain.data, "load_task", fail)
+    bank = ImageBank()
+    pair = ("a photo of a dress.", "a photo of a coat.")
+    assert zero_shot_transfer(StubDual(pair[0]), [pair], [(ground(pair[0]), ground(pair[1]))], bank) == [None]
+    assert "fashion-mnist is missing" in bank.unavailable["fashion-mnist"]

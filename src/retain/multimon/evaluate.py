@@ -44,6 +44,8 @@ class ImageBank:
     def __init__(self, seed: int = 0):
         self.seed = seed
         self._data: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        self.unavailable: dict[str, str] = {}
+        """datasets that could not be loaded (e.g. Fashion-MNIST not installed) and why"""
 
     def _load(self, dataset: str):
         if dataset not in self._data:
@@ -63,8 +65,15 @@ class ImageBank:
         return self._data[dataset]
 
     def images(self, grounding, n: int) -> np.ndarray:
-        """Up to n images matching every attribute of `grounding`, a fixed sample."""
-        images, attrs = self._load(grounding.dataset)
+        """Up to n images matching every attribute of `grounding`, a fixed sample (none when
+        the dataset is unavailable: the reason is kept in `unavailable`)."""
+        if grounding.dataset in self.unavailable:
+            return np.zeros((0, 1, 1, 1), np.uint8)
+        try:
+            images, attrs = self._load(grounding.dataset)
+        except RetainError as e:
+            self.unavailable[grounding.dataset] = str(e)
+            return np.zeros((0, 1, 1, 1), np.uint8)
         match = np.ones(len(images), dtype=bool)
         for key, value in grounding.attributes:
             match &= attrs[key] == value

@@ -244,6 +244,8 @@ def evaluate_generated(generated: list[dict], target, reference, dual, cfg: Mine
     bank = ImageBank(cfg.seed)
     for g, t in zip(generated, zero_shot_transfer(dual, pairs, grounded, bank, cfg.images_per_side)):
         g["zero_shot"] = t
+    for dataset, why in bank.unavailable.items():
+        errors[f"images:{dataset}"] = f"no transfer on its captions: {why}"
     if cfg.mllm and any(x is not None for x in grounded):
         from retain.models.mllm import load_mllm
 
