@@ -132,8 +132,9 @@ def summary() -> str:
                       "erroneous agreements"]
         if "recall" in r:
             c = r["recall"]
-            lines += [f"- recall against brute force on {c['sentences']:,} sentences: {c['recall']:.3f} "
-                      f"(precision {c['precision']:.3f}; {c['brute_force_pairs']:,} pairs)"]
+            lines += [f"- recall against brute force (float64, full matrices) on {c['sentences']:,} sentences: " + "; ".join(
+                f"threshold/gap {k}: {v['recall']:.3f} of {v['brute_force_pairs']:,} pairs (precision {v['precision']:.3f})"
+                for k, v in c.items() if k != "sentences")]
         if "preset" in r:
             lines += [f"- `{r['preset']['command']}`: {r['preset']['wall_s']:.0f} s, peak memory "
                       f"{r['preset']['peak_rss_mb']:.0f} MB; its table is in `docs/multimon.md`"]

@@ -105,17 +105,15 @@ def erroneous_agreements(target: torch.Tensor, reference: torch.Tensor, threshol
             sim = rows_t @ t[c0:c1].T  # (rows, cols) target cosines
             mask = sim > threshold
             if c0 < r1:  # the tile crosses the diagonal: only j > i
-                ii = torch.arange(r0, r1).unsqueeze(1)
-                jj = torch.arange(c0, c1).unsqueeze(0)
-                mask &= jj > ii
-                compared += int((jj > ii).sum())
+                mask &= torch.arange(c0, c1).unsqueeze(0) > torch.arange(r0, r1).unsqueeze(1)
+                compared += int(np.clip(c1 - np.maximum(c0, np.arange(r0, r1) + 1), 0, None).sum())
             else:
                 compared += sim.numel()
-            count = int(mask.sum())
+            a, b = mask.nonzero(as_tuple=True)  # one pass; a separate count would cost more than this
+            count = len(a)
             if not count:
                 continue
             candidates += count
-            a, b = mask.nonzero(as_tuple=True)
             ct = sim[a, b]
             if count * 32 > sim.numel():  # many candidates: a dense reference tile is cheaper
                 cr = (rows_r @ r[c0:c1].T)[a, b]
