@@ -126,7 +126,7 @@ def summary() -> str:
         if "full" in r:
             f = r["full"]
             lines += [f"- `{f['command']}` ({f['sentences']:,} sentences, embeddings not cached): {f['wall_s']:.0f} s "
-                      f"wall, peak memory {f['peak_rss_mb']:.0f} MB; embedding {f['embedding_s']:.0f} s (bottom "
+                      f"wall, peak memory {f['peak_rss_mb']:.0f} MB; corpus and models {f['load_s']:.0f} s, embedding {f['embedding_s']:.0f} s (bottom "
                       f"{f['shared_layers']} layers shared by the two towers), search {f['search_s']:.0f} s over "
                       f"{f['pairs_compared']:,} pairs ({f['pairs_per_second']:,.0f} pairs/s), {f['agreements']:,} "
                       "erroneous agreements"]
