@@ -91,3 +91,13 @@ def tiny_llava_dir(tmp_path_factory):
     LlavaForConditionalGeneration(cfg).save_pretrained(path, safe_serialization=True)
     proc.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def server():
+    """A scripted OpenAI-compatible chat server on loopback (tests/loopback.py), closed after the test."""
+    from loopback import Server
+
+    s = Server()
+    yield s
+    s.close()

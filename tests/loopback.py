@@ -17,7 +17,7 @@ class Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
+            def log_message(self, *args):  # keep the test output free of access logs
                 pass
 
             def do_POST(self):
@@ -38,7 +38,7 @@ class Server:
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
                     self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and hung up: expected
                     pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

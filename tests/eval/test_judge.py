@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from loopback import Server
 from retain.eval.judge import LLMJudge, parse_verdict
 from retain.llm import ChatClient, LMError
 
 SECRET = "sk-test-never-written-anywhere-123"
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
 
 
 def client(server, tmp_path, **kw):

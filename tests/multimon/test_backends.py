@@ -2,7 +2,6 @@
 
 import pytest
 
-from loopback import Server
 from retain.llm import ChatClient, LMError
 from retain.multimon.backends import (CATEGORISE_PROMPT, ChatBackend, FailureType, OfflineBackend,
                                       parse_failure_types, parse_pairs)
@@ -14,13 +13,6 @@ CATEGORIES_REPLY = """Here are the failures:
 """
 PAIRS_REPLY = '("a dog on the left", "a dog on the right"),\n("a cat above a box", "a cat below a box"),\nnoise\n' \
               '("same", "Same"),\n("a dog on the left", "a dog on the right"),'
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
 
 
 def backend(server, tmp_path, **kw):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from loopback import Server
 from retain.cli import main
 from retain.config import load_config
 from retain.errors import RetainError
@@ -84,17 +83,13 @@ def test_offline_pipeline_end_to_end(tmp_path, tiny_clip_dir, corpus_file):
     assert (tmp_path / "mm2" / "generated.jsonl").read_text() == (out / "generated.jsonl").read_text()
 
 
-def test_chat_backend_failures_are_recorded_not_fatal(tmp_path, tiny_clip_dir, corpus_file, monkeypatch):
+def test_chat_backend_failures_are_recorded_not_fatal(tmp_path, tiny_clip_dir, corpus_file, monkeypatch, server):
     monkeypatch.setenv("RETAIN_TEST_KEY", "sk-secret-not-in-the-run-dir")
-    server = Server()
-    try:
-        categories = "1. Colour | Colour words are ignored. | pairs: 1, 2\n2. Order | Word order is ignored. | pairs: 3\n"
-        server.script = [("ok", categories), ("status", 500), ("status", 500), ("status", 500), ("status", 500),
-                         ("ok", '("a red circle", "a blue circle"),\n("a red triangle", "a green triangle"),')]
-        out = run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, backend="chat", lm_url=server.url, lm_model="lm",
-                           lm_key_env="RETAIN_TEST_KEY", lm_timeout=2.0))
-    finally:
-        server.close()
+    categories = "1. Colour | Colour words are ignored. | pairs: 1, 2\n2. Order | Word order is ignored. | pairs: 3\n"
+    server.script = [("ok", categories), ("status", 500), ("status", 500), ("status", 500), ("status", 500),
+                     ("ok", '("a red circle", "a blue circle"),\n("a red triangle", "a green triangle"),')]
+    out = run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, backend="chat", lm_url=server.url, lm_model="lm",
+                       lm_key_env="RETAIN_TEST_KEY", lm_timeout=2.0))
     res = json.loads((out / "results.json").read_text())
     assert [t["name"] for t in res["failure_types"]] == ["Colour", "Order"]
     assert "generate:Colour" in res["errors"] and "HTTP 500" in res["errors"]["generate:Colour"]

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -97,68 +99,67 @@ def probe_captions() -> list[str]:
     return out + [f"the number {d}." for d in DIGIT_CLASSES] + [f"a handwritten digit {d}." for d in DIGIT_CLASSES]
 
 
-def grounds_apart(a: str, b: str) -> bool:
-    """Both sentences show offline images, and different ones."""
+def grounding_pair(a: str, b: str) -> tuple | None:
+    """The two sentences' groundings when both show offline images and different ones, else None."""
     from retain.multimon.lexical import ground
 
     ga, gb = ground(a), ground(b)
-    return ga is not None and gb is not None and ga != gb
+    return (ga, gb) if ga is not None and gb is not None and ga != gb else None
+
+
+def grounds_apart(a: str, b: str) -> bool:
+    """Both sentences show offline images, and different ones."""
+    return grounding_pair(a, b) is not None
 
 
 def groundable(pairs: list[tuple[str, str]]) -> list[tuple | None]:
     """Per pair, the two groundings when both sides have images and they differ, else None."""
-    from retain.multimon.lexical import ground
-
-    out = []
-    for a, b in pairs:
-        ga, gb = ground(a), ground(b)
-        out.append((ga, gb) if ga is not None and gb is not None and ga != gb else None)
-    return out
+    return [grounding_pair(a, b) for a, b in pairs]
 
 
 def _side_matched(correct: np.ndarray) -> bool:
     return bool(correct.mean() > 0.5)
 
 
-@torch.inference_mode()
-def zero_shot_transfer(model, pairs, groundings, bank: ImageBank, images_per_side: int = 8) -> list[dict | None]:
-    """Per pair (None where it has no images): per side accuracy and whether the pair fails downstream."""
+def _transfer(pairs, groundings, bank: ImageBank, images_per_side: int, pick) -> list[dict | None]:
+    """Per pair (None where it has no images): each side's images shown to `pick(a, b, images)`,
+    which returns the caption index (0 or 1) chosen for each image."""
     out = []
     for (a, b), g in zip(pairs, groundings):
-        if g is None:
-            out.append(None)
-            continue
-        text = model.encode_text([a, b]).float().cpu()  # (2, E)
-        sides = []
-        for k, grounding in enumerate(g):
+        sides = [] if g is not None else None
+        for k, grounding in enumerate(g or ()):
             imgs = bank.images(grounding, images_per_side)
             if not len(imgs):
                 sides = None
                 break
-            feats = model.encode_image(model.preprocess(imgs)).float().cpu()
-            sides.append((feats @ text.T).argmax(1).numpy() == k)
+            sides.append(pick(a, b, imgs) == k)
         out.append(None if sides is None else _transfer_record(sides))
     return out
+
+
+@torch.inference_mode()
+def zero_shot_transfer(model, pairs, groundings, bank: ImageBank, images_per_side: int = 8) -> list[dict | None]:
+    """Per pair (None where it has no images): per side accuracy and whether the pair fails downstream."""
+    @lru_cache(maxsize=1)  # both sides of a pair share the captions' embeddings
+    def captions(a, b):
+        return model.encode_text([a, b]).float().cpu()  # (2, E)
+
+    def pick(a, b, imgs):
+        return (model.encode_image(model.preprocess(imgs)).float().cpu() @ captions(a, b).T).argmax(1).numpy()
+
+    return _transfer(pairs, groundings, bank, images_per_side, pick)
 
 
 def mllm_transfer(mllm, pairs, groundings, bank: ImageBank, images_per_side: int = 8) -> list[dict | None]:
     """As `zero_shot_transfer`, the MLLM picking the caption by per-token log-likelihood."""
-    out = []
-    for (a, b), g in zip(pairs, groundings):
-        if g is None:
-            out.append(None)
-            continue
-        lengths = np.array([len(ids) for ids in mllm.option_ids([a, b])], dtype=np.float64)
-        sides = []
-        for k, grounding in enumerate(g):
-            imgs = bank.images(grounding, images_per_side)
-            if not len(imgs):
-                sides = None
-                break
-            scores = np.asarray(mllm.loglik_many(list(imgs), CAPTION_QUESTION, [a, b])) / lengths
-            sides.append(scores.argmax(1) == k)
-        out.append(None if sides is None else _transfer_record(sides))
-    return out
+    @lru_cache(maxsize=1)
+    def lengths(a, b):
+        return np.array([len(ids) for ids in mllm.option_ids([a, b])], dtype=np.float64)
+
+    def pick(a, b, imgs):
+        return (np.asarray(mllm.loglik_many(list(imgs), CAPTION_QUESTION, [a, b])) / lengths(a, b)).argmax(1)
+
+    return _transfer(pairs, groundings, bank, images_per_side, pick)
 
 
 def _transfer_record(sides: list[np.ndarray]) -> dict:
