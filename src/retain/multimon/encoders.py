@@ -67,17 +67,10 @@ class TextEncoder:
             raise RetainError(f"{self.name}: nothing to embed (an empty list of sentences).")
         lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                                                       add_special_tokens=True)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
         out: torch.Tensor | None = None
-        for start in bar(range(0, len(texts), batch_size), desc=desc or f"embedding with {self.name}",
-                         total=(len(texts) + batch_size - 1) // batch_size, unit="batch"):
-            idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
-            emb = F.normalize(self.forward(enc["input_ids"], enc["attention_mask"]).float(), dim=-1)
-            if out is None:
-                out = torch.empty(len(texts), emb.shape[1])
-            out[torch.from_numpy(idx)] = emb.cpu()
+        for idx, ids, mask in _length_sorted_batches(self.tokenizer, texts, lengths, self.max_length, batch_size,
+                                                     desc or f"embedding with {self.name}"):
+            out = _scatter(out, idx, F.normalize(self.forward(ids, mask).float(), dim=-1), len(texts))
         return out
 
 
@@ -155,6 +148,26 @@ def shared_layers(a: TextEncoder, b: TextEncoder) -> int:
     return k
 
 
+def _length_sorted_batches(tokenizer, texts: list[str], lengths: list[int], max_length: int, batch_size: int,
+                           desc: str):
+    """(corpus indices, input_ids, attention_mask) batches in order of token length (little padding)."""
+    order = np.argsort(lengths, kind="stable")
+    for start in bar(range(0, len(texts), batch_size), desc=desc, total=(len(texts) + batch_size - 1) // batch_size,
+                     unit="batch"):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        yield torch.from_numpy(idx), enc["input_ids"], enc["attention_mask"]
+
+
+def _scatter(out: torch.Tensor | None, idx: torch.Tensor, emb: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows `idx` of an (n, E) output, allocated at the first batch."""
+    if out is None:
+        out = torch.empty(n, emb.shape[1])
+    out[idx] = emb.cpu()
+    return out
+
+
 @torch.inference_mode()
 def embed_both(a: TextEncoder, b: TextEncoder, texts: list[str], shared: int, batch_size: int = 256,
                desc: str = "") -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -163,23 +176,17 @@ def embed_both(a: TextEncoder, b: TextEncoder, texts: list[str], shared: int, ba
     lengths = [len(ids) for ids in a.tokenizer(list(texts))["input_ids"]]
     if max(lengths) > min(a.max_length, b.max_length):
         return None
-    order = np.argsort(lengths, kind="stable")
     outs: list[torch.Tensor | None] = [None, None]
-    for start in bar(range(0, len(texts), batch_size), desc=desc or f"embedding with {a.name} and {b.name}",
-                     total=(len(texts) + batch_size - 1) // batch_size, unit="batch"):
-        idx = order[start:start + batch_size]
-        enc = a.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=a.max_length,
-                          return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+    for idx, ids, mask in _length_sorted_batches(a.tokenizer, texts, lengths, a.max_length, batch_size,
+                                                 desc or f"embedding with {a.name} and {b.name}"):
         low = run_layers(_layers(a.tower)[:shared], a.tower.embeddings(input_ids=ids), mask)
         for k, e in enumerate((a, b)):
             emb = F.normalize(e.finish(run_layers(_layers(e.tower)[shared:], low, mask), mask).float(), dim=-1)
-            if start == 0:  # the split forward must equal the tower's own
+            if outs[k] is None:  # first batch: the split forward must equal the tower's own
                 direct = F.normalize(e.forward(ids[:4], mask[:4]).float(), dim=-1)
                 if not torch.allclose(emb[:4], direct, atol=1e-4):
                     raise RetainError(f"{e.name}: the shared-layer forward differs from the model's own forward.")
-                outs[k] = torch.empty(len(texts), emb.shape[1])
-            outs[k][torch.from_numpy(idx)] = emb.cpu()
+            outs[k] = _scatter(outs[k], idx, emb, len(texts))
     return outs[0], outs[1]
 
 
@@ -264,6 +271,5 @@ def cached_pair_embeddings(target: TextEncoder, reference: TextEncoder, sentence
         return both[0], both[1], info
     for k, e in enumerate((target, reference)):
         if embs[k] is None:
-            embs[k] = e.encode(sentences, batch_size=batch_size, desc=f"embedding the corpus with {e.name}")
-            _write_cache(paths[k], embs[k])
+            embs[k] = cached_embeddings(e, sentences, batch_size, f"embedding the corpus with {e.name}")[0]
     return embs[0], embs[1], info
