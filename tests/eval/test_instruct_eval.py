@@ -48,27 +48,23 @@ def test_vqa_and_caption_scorers():
     assert r.score == pytest.approx(r.extra["rouge_l"]) and 0 < r.score < 1
 
 
-def test_judge_scorer_scores_what_it_can_and_reports_the_rest(tmp_path, monkeypatch):
-    from test_judge import SECRET, Server, client
+def test_judge_scorer_scores_what_it_can_and_reports_the_rest(tmp_path, monkeypatch, server):
+    from test_judge import SECRET, client
 
     from retain.errors import RetainError
     from retain.eval.judge import LLMJudge
 
     monkeypatch.setenv("RETAIN_TEST_KEY", SECRET)
-    server = Server()
-    try:
-        server.script = [("ok", "yes"), ("ok", "No."), ("status", 400), ("ok", "maybe"), ("ok", "perhaps")]
-        mllm = Scripted({"q1": "a cat", "q2": "two", "q3": "red", "q4": "blue"})
-        t = task("judge", ["q1", "q2", "q3", "q4"], ["cat", "3", "red", "blue"], [None] * 4)
-        r = evaluate_instruction(mllm, t, judge=LLMJudge(client(server, tmp_path, max_retries=0)))
-        scores = [rec["score"] for rec in r.records]
-        assert scores == [1.0, 0.0, None, None]  # q3: HTTP 400 reported; q4: neither yes nor no, twice
-        assert "judge_error" in r.records[2] and "neither yes nor no" in r.records[3]["judge_error"]
-        assert r.score == 0.5 and r.extra == {"judged": 2, "judge_errors": 2}
-        sent = [q["body"]["messages"][1]["content"] for q in server.requests]
-        assert "Question: q1" in sent[0] and "Reference answer(s): cat" in sent[0] and 'Model answer: "a cat"' in sent[0]
-        assert all(SECRET not in str(rec) for rec in r.records)
-        with pytest.raises(RetainError, match="scored by an LLM judge"):
-            evaluate_instruction(mllm, t)
-    finally:
-        server.close()
+    server.script = [("ok", "yes"), ("ok", "No."), ("status", 400), ("ok", "maybe"), ("ok", "perhaps")]
+    mllm = Scripted({"q1": "a cat", "q2": "two", "q3": "red", "q4": "blue"})
+    t = task("judge", ["q1", "q2", "q3", "q4"], ["cat", "3", "red", "blue"], [None] * 4)
+    r = evaluate_instruction(mllm, t, judge=LLMJudge(client(server, tmp_path, max_retries=0)))
+    scores = [rec["score"] for rec in r.records]
+    assert scores == [1.0, 0.0, None, None]  # q3: HTTP 400 reported; q4: neither yes nor no, twice
+    assert "judge_error" in r.records[2] and "neither yes nor no" in r.records[3]["judge_error"]
+    assert r.score == 0.5 and r.extra == {"judged": 2, "judge_errors": 2}
+    sent = [q["body"]["messages"][1]["content"] for q in server.requests]
+    assert "Question: q1" in sent[0] and "Reference answer(s): cat" in sent[0] and 'Model answer: "a cat"' in sent[0]
+    assert all(SECRET not in str(rec) for rec in r.records)
+    with pytest.raises(RetainError, match="scored by an LLM judge"):
+        evaluate_instruction(mllm, t)
