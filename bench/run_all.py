@@ -277,6 +277,21 @@ def mcit_page() -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def readme_table() -> None:
+    """Put the quickstart's measured table into README.md, between its two markers."""
+    qs = RESULTS / "quickstart.json"
+    readme = ROOT / "README.md"
+    start, end = "<!-- quickstart-table: written by bench/run_all.py --summary -->", "<!-- /quickstart-table -->"
+    text = readme.read_text()
+    if not qs.exists() or start not in text:
+        return
+    r = json.loads(qs.read_text())
+    run = r.get("warm") or r["fresh"]
+    table = f"{run['table']}\n\n(`bench/quickstart.py`, {r['date']}, {r['cores']} CPU cores; also in docs/benchmarks.md)"
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main() -> None:
     if "--summary" not in sys.argv:
         for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
@@ -284,6 +299,7 @@ def main() -> None:
                        "multimon_mine.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
+    readme_table()
     for name, page in (("mcit.md", mcit_page()), ("emt.md", emt_page()), ("wings.md", wings_page()),
                          ("multimon.md", multimon_page())):
         if page:

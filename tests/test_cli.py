@@ -60,7 +60,7 @@ def test_run_compare_report_end_to_end(tmp_path, tiny_clip_dir):
         A = np.asarray(res["accuracy_matrix"])
         assert A.shape == (3, 2) and ((A >= 0) & (A <= 1)).all()
         assert set(res["concept_forgetting"]) == {"zero_shot", "linear_probe"}
-        assert (group / m / "report.html").read_text().count("data:image/png;base64") == 3
+        assert (group / m / "report.html").read_text().count("data:image/png;base64") == 4
         rec = (group / m / "records" / "row-2.jsonl").read_text().splitlines()
         assert len(rec) == 40 + 40 + 40 + 40  # two tasks, probe zero-shot, probe linear
         cfg_dump = yaml.safe_load((group / m / "config.yaml").read_text())

@@ -52,3 +52,11 @@ def test_a_run_from_before_a_new_key_is_the_same_run():
     diff = _differences(stored, {"seed": 0, "eval": {"limit": 10, "judge_url": "http://x"}}, defaults=defaults)
     assert diff == ["eval.judge_url: '<absent>' there, 'http://x' now"]
     assert _differences(stored, {"seed": 1, "eval": {"limit": 10}}, defaults=defaults) == ["seed: 0 there, 1 now"]
+
+
+def test_override_list_of_hub_datasets_with_options():
+    # YAML cannot read hf:x?label=y inside [...]; the override splits such a list on commas
+    cfg = load_config(None, ["sequence=[hf:uoft-cs/cifar100?label=fine_label, digits]", "probes=[]"])
+    assert cfg.sequence == ["hf:uoft-cs/cifar100?label=fine_label", "digits"] and cfg.probes == []
+    with pytest.raises(RetainError, match="Override 'method_args={a: \\[1}': the value is not valid YAML"):
+        load_config(None, ["method_args={a: [1}"])

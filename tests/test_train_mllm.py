@@ -46,8 +46,14 @@ def test_emt_study_run_end_to_end(tmp_path, tiny_llava_dir):
         run = tmp_path / "runs" / "tiny" / method
         assert len((run / "records" / "task-1-epoch-1.jsonl").read_text().splitlines()) == 12
         html = (run / "report.html").read_text()
-        assert "Scores at every evaluation point (EMT datasets: likelihood scoring)" in html
+        assert "EMT datasets scored by likelihood" in html
         assert "score of every evaluated dataset across fine-tuning" in html
+        # failure examples with their images: at most 8 per dataset, each an embedded PNG with its label
+        failures = html[html.index("<section id='emt-failures'>"):html.index("<section id='config'>")]
+        wrong = sum(v for k, v in curve[-1]["counts"]["textile"].items() if k != "correct")
+        assert failures.count("class='example'") == min(wrong, 8) + min(
+            sum(v for k, v in curve[-1]["counts"]["digits"].items() if k != "correct"), 8)
+        assert failures.count("data:image/png;base64") == failures.count("class='example'")
     table = (tmp_path / "runs" / "tiny" / "score_curves.md").read_text()
     assert table.count("| adapter |") == 3 and table.count("| lora_ft |") == 3
     assert "comparison" in proc.stdout

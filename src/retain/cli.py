@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="YAML preset, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 methods=[ldifs]")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+    p.add_argument("--report-to", default=None, metavar="TRACKERS",
+                   help="also send metrics to experiment trackers: tensorboard, wandb, mlflow (comma-separated)")
 
     p = sub.add_parser("study", help="run a study preset (configs/wings-study.yaml: LLaVA way vs WINGS way)")
     p.add_argument("config", help="YAML study preset with a `study:` key")
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write comparison.* (default: the runs' common parent)")
 
     p = sub.add_parser("report", help="write report.html for a finished run (or a comparison for a folder of runs)")
-    p.add_argument("run")
+    p.add_argument("run", help="a run, a folder of runs, a study, a mine or an eval folder")
+    p.add_argument("--screenshot", default=None, metavar="PNG",
+                   help="also save a picture of the report as headless Chromium shows it (needs selenium, chromium)")
 
     p = sub.add_parser("zoo", help="retain's small offline foundation models")
     zsub = p.add_subparsers(dest="zoo_command", required=True)
@@ -59,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="available tasks and methods")
 
     args = parser.parse_args(argv)
-    if args.quiet:
-        from retain.progress import set_quiet
+    from retain.progress import quiet, set_quiet
 
+    if args.quiet or quiet():  # --quiet or RETAIN_QUIET=1
         set_quiet(True)
     try:
         return COMMANDS[args.command](args)
@@ -76,7 +80,13 @@ def cmd_run(args) -> int:
     from retain.models import model_family
     from retain.report import write_comparison, write_report
 
-    cfg = load_config(args.config, args.overrides)
+    from retain.tracking import trackers
+
+    cfg = load_config(args.config, [*args.overrides, *([f"report_to={args.report_to}"] if args.report_to else [])])
+    trackers(cfg.report_to)  # an unknown or missing tracker fails before any training
+    from retain.methods.base import load_plugins
+
+    load_plugins(cfg.plugins)
     family = model_family(cfg.model, cfg.family, cfg.trust_remote_code)
     if family == "mllm":
         from retain.train_mllm import run_mllm_method as run_method
@@ -164,14 +174,17 @@ def cmd_eval(args) -> int:
 
         judge = LLMJudge(ChatClient(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
                                     cache_dir=str(cache_dir("judge"))))
+    from retain.models import default_device
+
     mllm = load_mllm(args.model)
+    mllm.model.to(default_device())
     from retain.train_mllm import DEFAULT_ENCODERS
 
     encoder, encoder_name = None, args.encoder or DEFAULT_ENCODERS.get(args.model)
     if encoder_name:
         from retain.models import load_dual_encoder
 
-        encoder = load_dual_encoder(encoder_name)
+        encoder = load_dual_encoder(encoder_name).to(default_device())
     out = Path(args.out or Path("runs") / "eval" / f"{Path(args.model.replace('hf:', '')).name}-{args.mode}")
     rows, summaries = [], []
     for task in tasks:
@@ -191,8 +204,11 @@ def cmd_eval(args) -> int:
     table = ["| task | MLLM acc | encoder zero-shot | gap | wrong class | several classes | outside label set | judge errors |",
              "|---|---|---|---|---|---|---|---|", *rows]
     write_text(out / "emt.md", "\n".join(table) + "\n")
+    from retain.report.emt import write_eval_report
+
+    report = write_eval_report(out)
     print("\n".join(table))
-    print(f"\nwritten: {out / 'results.json'}, {out / 'emt.md'}, {out / 'records'}/")
+    print(f"\nwritten: {out / 'results.json'}, {out / 'emt.md'}, {out / 'records'}/, {report}")
     return 0
 
 
@@ -213,19 +229,28 @@ def cmd_report(args) -> int:
     if (path / "mined.jsonl").exists():
         from retain.multimon.pipeline import write_mine_report
 
-        print(write_mine_report(path))
+        report = write_mine_report(path)
+    elif (path / "emt.md").exists():
+        from retain.report.emt import write_eval_report
+
+        report = write_eval_report(path)
     elif (path / "results.json").exists():
-        print(write_report(path))
+        report = write_report(path)
     elif (path / "study.json").exists():
         from retain.wings.study import write_study_report
 
-        print(write_study_report(path))
+        report = write_study_report(path)
     else:
         runs = find_runs([str(path)])
         for r in runs:
             write_report(r)
         write_comparison(runs, path)
-        print(path / "comparison.html")
+        report = path / "comparison.html"
+    print(report)
+    if args.screenshot:
+        from retain.report.browser import screenshot
+
+        print(screenshot(report, Path(args.screenshot)))
     return 0
 
 

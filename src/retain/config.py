@@ -80,12 +80,16 @@ class RunConfig:
     """methods to run, each in its own run directory"""
     method_args: dict = field(default_factory=dict)
     """per-method options, e.g. {ldifs: {alpha: 10}}"""
+    plugins: list = field(default_factory=list)
+    """.py files of your own methods, imported before the methods are created (docs/new_method.md)"""
     seed: int = 0
     """random seed for everything"""
     seeds: list = field(default_factory=list)
     """repeat every method with each of these seeds (runs <method>/seed-<s>/; tables show mean and spread)"""
     output_dir: str = "runs"
     """where run directories go"""
+    report_to: list = field(default_factory=list)
+    """experiment trackers to also send metrics to: tensorboard, wandb, mlflow (see retain.tracking)"""
     trust_remote_code: bool = False
     """allow models with custom code (off unless you ask)"""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -165,7 +169,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls=R
         if "=" not in item:
             raise RetainError(f"Override {item!r} must look like key=value (e.g. train.lr=1e-4).")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
+        value = _override_value(item, raw)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -174,6 +178,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls=R
                 raise RetainError(f"Override {item!r}: {part!r} is not a section.")
         node[parts[-1]] = value
     return from_dict(data, cls)
+
+
+def _override_value(item: str, raw: str):
+    """A YAML value; a [a,b] list whose items YAML cannot read unquoted (hf:x?label=y) is split on commas."""
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        if raw.startswith("[") and raw.endswith("]"):
+            return [_override_value(item, part.strip()) for part in raw[1:-1].split(",") if part.strip()]
+        if raw.startswith(("[", "{", "'", '"')):
+            raise RetainError(f"Override {item!r}: the value is not valid YAML ({e}).") from e
+        return raw
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -59,7 +59,9 @@ class RunDir:
         stored.pop("versions", None)
         from retain.config import RunConfig, to_dict
 
-        diff = _differences(stored, resolved, defaults=to_dict(RunConfig()))
+        # where metrics are also sent does not change the experiment: a resume may add or drop trackers
+        same = {k: v for k, v in resolved.items() if k != "report_to"}
+        diff = _differences({k: v for k, v in stored.items() if k != "report_to"}, same, defaults=to_dict(RunConfig()))
         if diff:
             raise RetainError(
                 f"The run directory {self.path} holds a run with a different config "

@@ -28,9 +28,10 @@ from retain.eval.classification import linear_probe, zero_shot
 from retain.methods.base import Method, TaskContext, create_method, options_dict
 from retain.models import load_dual_encoder
 from retain.models.classifier import ImageClassifier
-from retain.progress import bar, say
+from retain.progress import bar, say, time_left
 from retain.rundir import RunDir, run_path
 from retain.schedule import warmup_cosine
+from retain.tracking import Tracker, trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -54,7 +55,9 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
         say(f"[{method_name}] already finished in {run.path}; nothing recomputed")
         return run.results()
 
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+    names = trackers(cfg.report_to)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=names or None,
+                              project_dir=str(run.path / "tracking"),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     seed_everything(cfg.seed)
     _check_tasks(cfg)
@@ -81,14 +84,16 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
             run.write_records("row-0", records)
             run.save_state(state)
     wrapped = accelerator.prepare(model)
+    tracker = Tracker(accelerator, names, cfg.name, method_name, resolved, step=state.get("tracker_step", 0))
 
+    first = state["done_tasks"]  # time left is estimated from tasks trained in this process
     for k in range(state["done_tasks"], len(tasks)):
         start = time.time()
         task_seed = cfg.seed + 1000 * (k + 1)
         seed_everything(task_seed)
         ctx = TaskContext(task=tasks[k], index=k, train=train_splits[k], model=model, tasks=tasks,
                           train_splits=train_splits, device=accelerator.device, seed=task_seed,
-                          batch_size=cfg.train.batch_size)
+                          batch_size=cfg.train.batch_size, tracker=tracker)
         method.before_task(ctx)
         if method.trains:
             train_task(accelerator, wrapped, method, ctx, cfg, run)
@@ -99,7 +104,9 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
         state["probe_zero_shot"].append(zs)
         state["probe_linear"].append(lp)
         state["seconds"].append(round(time.time() - start, 2))
-        state["done_tasks"] = k + 1
+        state["done_tasks"], state["tracker_step"] = k + 1, tracker.step
+        tracker.log({"task_index": k + 1, **{f"eval/{t.name}": a for t, a in zip(tasks, row)},
+                     **{f"probe/{p}": v for p, v in zs.items()}})
         if accelerator.is_main_process:
             run.write_records(f"row-{k + 1}", records)
             run.save_checkpoint(k, model.state_dict(), method.state_dict())
@@ -107,11 +114,14 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
             run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(row, 4).tolist()}")
         accelerator.wait_for_everyone()
         say(f"[{method_name}] after task {k + 1}/{len(tasks)} ({tasks[k].name}): "
-            + ", ".join(f"{t.name} {a:.3f}" for t, a in zip(tasks, row)))
+            + ", ".join(f"{t.name} {a:.3f}" for t, a in zip(tasks, row))
+            + time_left(state["seconds"][-(k + 1 - first):], len(tasks) - k - 1))
         if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
             os.kill(os.getpid(), signal.SIGKILL)
 
     results = assemble_results(cfg, method_name, tasks, probes, state)
+    tracker.log_metrics(results)
+    tracker.finish()
     if accelerator.is_main_process:
         run.write_results(results)
         run.log(f"finished: {results['metrics']}")
@@ -191,6 +201,8 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}")
+            if ctx.tracker is not None:
+                ctx.tracker.log_step(loss.item(), schedule.get_last_lr()[0])
         epoch += 1
         if on_epoch is not None and step < total:  # the last epoch is evaluated as the task's row
             wrapped.eval()

@@ -26,8 +26,9 @@ from retain.errors import RetainError
 from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
 from retain.eval.instruct import evaluate_instruction
 from retain.methods.base import Method, TaskContext, create_method, options_dict
-from retain.progress import say
+from retain.progress import say, time_left
 from retain.rundir import RunDir, run_path
+from retain.tracking import Tracker, trackers
 from retain.train import delta_summary, optimise, seed_everything
 
 TRAIN_MODES = ("rule", "likelihood")
@@ -64,7 +65,9 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         say(f"[{method_name}] already finished in {run.path}; nothing recomputed")
         return run.results()
 
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+    names = trackers(cfg.report_to)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=names or None,
+                              project_dir=str(run.path / "tracking"),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     seed_everything(cfg.seed)
     template = cfg.eval.emt_template or EMT_TEMPLATE
@@ -96,14 +99,16 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         if accelerator.is_main_process:
             run.write_records("row-0", records)
             run.save_state(state)
+    tracker = Tracker(accelerator, names, cfg.name, method_name, resolved, step=state.get("tracker_step", 0))
 
+    first = state["done_tasks"]  # time left is estimated from tasks trained in this process
     for k in range(state["done_tasks"], len(tasks)):
         start = time.time()
         task_seed = cfg.seed + 1000 * (k + 1)
         seed_everything(task_seed)
         ctx = TaskContext(task=tasks[k], index=k, train=train_splits[k], model=mllm, tasks=tasks,
                           train_splits=train_splits, device=accelerator.device, seed=task_seed,
-                          batch_size=cfg.train.batch_size)
+                          batch_size=cfg.train.batch_size, tracker=tracker)
         method.before_task(ctx)
 
         def on_epoch(epoch: int, k=k) -> None:
@@ -126,7 +131,10 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         state["rows"].append(evaluator.row(point))
         state["points"].append(point)
         state["seconds"].append(round(time.time() - start, 2))
-        state["done_tasks"] = k + 1
+        state["done_tasks"], state["tracker_step"] = k + 1, tracker.step
+        names_in_sequence = {t.name for t in tasks}
+        tracker.log({"task_index": k + 1, **{(f"eval/{n}" if n in names_in_sequence else f"probe/{n}"): a
+                                             for n, a in point["accuracy"].items()}})
         if accelerator.is_main_process:
             run.write_records(f"row-{k + 1}", records)
             named = dict(mllm.named_parameters())
@@ -135,11 +143,14 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
             run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(state['rows'][-1], 4).tolist()}")
         accelerator.wait_for_everyone()
         say(f"[{method_name}] after task {k + 1}/{len(tasks)} ({tasks[k].name}): "
-            + ", ".join(f"{n} {a:.3f}" for n, a in point["accuracy"].items()))
+            + ", ".join(f"{n} {a:.3f}" for n, a in point["accuracy"].items())
+            + time_left(state["seconds"][-(k + 1 - first):], len(tasks) - k - 1))
         if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
             os.kill(os.getpid(), signal.SIGKILL)
 
     results = assemble_results(cfg, method_name, [t.name for t in tasks], state)
+    tracker.log_metrics(results)
+    tracker.finish()
     if accelerator.is_main_process:
         run.write_results(results)
         run.log(f"finished: {results['metrics']}")
@@ -242,7 +253,7 @@ def _encoder_zero_shot(cfg: RunConfig, sources: dict, accelerator) -> dict | Non
     from retain.models import load_dual_encoder
 
     with accelerator.main_process_first():
-        encoder = load_dual_encoder(name, trust_remote_code=cfg.trust_remote_code)
+        encoder = load_dual_encoder(name, trust_remote_code=cfg.trust_remote_code).to(accelerator.device)
     return {n: zero_shot(encoder, t, limit=cfg.eval.limit or None).accuracy for n, t in sources.items()}
 
 

@@ -79,6 +79,21 @@ def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
         assert t["gap"] == pytest.approx(t["mllm_accuracy"] - t["encoder_zero_shot"])
     assert len((out / "records" / "digits.jsonl").read_text().splitlines()) == 6
     assert "| digits |" in proc.stdout
+    # report.html: every wrong answer (at most 8 per dataset) shown with the very image it was given for
+    import base64
+
+    from retain.data import load_task
+    from retain.report.page import image_png
+
+    html = (out / "report.html").read_text()
+    failures = html[html.index("<section id='emt-failures'>"):html.index("<section id='config'>")]
+    for t in res["tasks"]:
+        recs = [json.loads(x) for x in (out / "records" / f"{t['task']}.jsonl").read_text().splitlines()]
+        wrong = [r for r in recs if r["outcome"] != "correct"]
+        images = load_task(t["task"]).split("test").subset(6).images
+        for r in wrong:
+            assert base64.b64encode(image_png(images[r["index"]])).decode() in failures
+    assert failures.count("class='example'") == sum(min(6 - t["counts"]["correct"], 8) for t in res["tasks"])
 
 
 def test_mini_llava_gets_the_mini_clip_column_by_default(tmp_path, tiny_llava_dir, tiny_clip_dir, monkeypatch):

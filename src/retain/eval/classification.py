@@ -19,12 +19,15 @@ PROBE_C_GRID = (0.1, 1.0, 10.0, 100.0)
 
 
 @torch.no_grad()
-def image_features(model: DualEncoder, split: ImageSplit, batch_size: int = 256) -> torch.Tensor:
+def image_features(model: DualEncoder, split: ImageSplit, batch_size: int = 256, desc: str = "image features") -> torch.Tensor:
     """L2-normalised image embeddings of every item of `split`, (N, E), in order."""
+    from retain.progress import bar
+
     was_training = model.training
     model.eval()
+    starts = range(0, len(split), batch_size)
     out = [model.encode_image(model.preprocess(split.images[i:i + batch_size]))
-           for i in range(0, len(split), batch_size)]
+           for i in bar(starts, desc=f"{desc} ({len(split)} images)", leave=False, disable=len(starts) < 4)]
     model.train(was_training)
     return torch.cat(out).float().cpu()
 
@@ -58,7 +61,7 @@ def zero_shot(model: DualEncoder, task: Task, split: str = "test", limit: int | 
     data = task.split(split).subset(limit)
     if head is None:
         head = model.zero_shot_head(task.class_names, task.templates)
-    feats = image_features(model, data)
+    feats = image_features(model, data, desc=f"zero-shot {task.name}")
     return accuracy_of(feats @ head.float().cpu().T, data.labels)
 
 
@@ -68,7 +71,7 @@ def linear_probe(model: DualEncoder, task: Task, limit: int | None = None,
     from sklearn.linear_model import LogisticRegression
 
     splits = {s: task.split(s).subset(limit) for s in ("train", "val", "test")}
-    feats = {s: image_features(model, d).numpy() for s, d in splits.items()}
+    feats = {s: image_features(model, d, desc=f"linear probe {task.name} {s}").numpy() for s, d in splits.items()}
     best_c, best_acc = c_grid[0], -1.0
     for c in c_grid:
         clf = LogisticRegression(C=c, max_iter=1000, random_state=seed)

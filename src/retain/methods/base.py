@@ -22,9 +22,46 @@ METHODS: dict[str, type["Method"]] = {}
 def register(cls: type["Method"]) -> type["Method"]:
     """Class decorator: make `cls` available as `method: <cls.name>` in configs."""
     if cls.name in METHODS:
-        raise ValueError(f"method {cls.name!r} registered twice")
+        from retain.errors import RetainError
+
+        raise RetainError(f"method {cls.name!r} is already registered (a built-in method or another plugin): "
+                          "give yours another name.")
     METHODS[cls.name] = cls
     return cls
+
+
+def load_plugins(paths: list[str]) -> list[str]:
+    """Import method files outside the package (config key `plugins`); each registers its
+    methods with @register. Returns the names they registered. A file is imported once per
+    process, so a second call with the same file registers nothing again."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from retain.errors import RetainError
+
+    before = set(METHODS)
+    for item in paths:
+        path = Path(item).expanduser().resolve()
+        if not path.is_file() or path.suffix != ".py":
+            raise RetainError(f"plugins: {item!r} is not a Python file (give the path of a .py file that defines a method).")
+        module_name = f"retain_plugin_{path.stem}_{abs(hash(str(path))) % 10**8}"
+        if module_name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            import retain.methods  # noqa: F401  (built-in methods first: a clash is then the plugin's)
+
+            spec.loader.exec_module(module)
+        except RetainError as e:
+            del sys.modules[module_name]
+            raise RetainError(f"plugins: {path}: {e}") from e
+        except Exception as e:
+            del sys.modules[module_name]
+            raise RetainError(f"plugins: importing {path} failed: {type(e).__name__}: {e}") from e
+    return sorted(set(METHODS) - before)
 
 
 @dataclass
@@ -45,6 +82,7 @@ class TaskContext:
     device: torch.device
     seed: int
     batch_size: int
+    tracker: Any = None  # retain.tracking.Tracker: per-step losses go to the run's experiment trackers
 
 
 class Method:

@@ -8,7 +8,24 @@ from pathlib import Path
 from retain.errors import RetainError
 from retain.models.dual_encoder import RETAIN_CONFIG, DualEncoder, build_from_spec
 
-__all__ = ["DualEncoder", "load_dual_encoder", "model_family"]
+__all__ = ["DualEncoder", "default_device", "load_dual_encoder", "model_family"]
+
+
+def default_device():
+    """Where `retain eval`, `retain study` and `retain mine` put models: $RETAIN_DEVICE when set
+    (cpu, cuda, cuda:1, mps), else the first GPU when there is one, else the CPU. (`retain run`
+    places models through accelerate instead.)"""
+    import os
+
+    import torch
+
+    name = os.environ.get("RETAIN_DEVICE", "").strip()
+    if name:
+        try:
+            return torch.device(name)
+        except RuntimeError as e:
+            raise RetainError(f"RETAIN_DEVICE={name!r} is not a device torch knows (use cpu, cuda, cuda:1, mps).") from e
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 FAMILIES = ("dual_encoder", "mllm")
 DUAL_ENCODER_TYPES = ("clip", "siglip", "siglip2", "chinese_clip")

@@ -60,6 +60,10 @@ class TextEncoder:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.modules[0].parameters()).device
+
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 256, desc: str = "") -> torch.Tensor:
         """(N, E) float32 unit vectors, in the order of `texts`."""
@@ -69,7 +73,7 @@ class TextEncoder:
                                                       add_special_tokens=True)["input_ids"]]
         out: torch.Tensor | None = None
         for idx, ids, mask in _length_sorted_batches(self.tokenizer, texts, lengths, self.max_length, batch_size,
-                                                     desc or f"embedding with {self.name}"):
+                                                     desc or f"embedding with {self.name}", self.device):
             out = _scatter(out, idx, F.normalize(self.forward(ids, mask).float(), dim=-1), len(texts))
         return out
 
@@ -77,9 +81,9 @@ class TextEncoder:
 def target_encoder(name: str, trust_remote_code: bool = False):
     """(TextEncoder, DualEncoder): the text tower of a dual encoder (`mini-clip`,
     `hf:openai/clip-...`, a folder) and the model itself (its image tower serves transfer)."""
-    from retain.models import load_dual_encoder
+    from retain.models import default_device, load_dual_encoder
 
-    model = load_dual_encoder(name, trust_remote_code=trust_remote_code)
+    model = load_dual_encoder(name, trust_remote_code=trust_remote_code).to(default_device())
     max_len = min(getattr(model.tokenizer, "model_max_length", 77), 77)
 
     def finish(hidden, mask):
@@ -93,6 +97,8 @@ def target_encoder(name: str, trust_remote_code: bool = False):
 def reference_encoder(name: str = "minilm", trust_remote_code: bool = False) -> TextEncoder:
     """A sentence-transformers style encoder: `minilm` (offline), `hf:<id>` or a folder."""
     from transformers import AutoModel, AutoTokenizer
+
+    from retain.models import default_device
 
     if name == "minilm":
         from retain.zoo import text_tower_dir
@@ -108,6 +114,7 @@ def reference_encoder(name: str = "minilm", trust_remote_code: bool = False) -> 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code).eval()
+        model.to(default_device())
     except (OSError, ValueError) as e:
         raise RetainError(f"Could not load the reference encoder {name!r} ({e}). A hub id needs network access "
                           "or a cached copy; a folder needs config.json, model.safetensors and tokenizer files.") from e
@@ -149,7 +156,7 @@ def shared_layers(a: TextEncoder, b: TextEncoder) -> int:
 
 
 def _length_sorted_batches(tokenizer, texts: list[str], lengths: list[int], max_length: int, batch_size: int,
-                           desc: str):
+                           desc: str, device: torch.device):
     """(corpus indices, input_ids, attention_mask) batches in order of token length (little padding)."""
     order = np.argsort(lengths, kind="stable")
     for start in bar(range(0, len(texts), batch_size), desc=desc, total=(len(texts) + batch_size - 1) // batch_size,
@@ -157,7 +164,7 @@ def _length_sorted_batches(tokenizer, texts: list[str], lengths: list[int], max_
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        yield torch.from_numpy(idx), enc["input_ids"], enc["attention_mask"]
+        yield torch.from_numpy(idx), enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
 def _scatter(out: torch.Tensor | None, idx: torch.Tensor, emb: torch.Tensor, n: int) -> torch.Tensor:
@@ -178,7 +185,7 @@ def embed_both(a: TextEncoder, b: TextEncoder, texts: list[str], shared: int, ba
         return None
     outs: list[torch.Tensor | None] = [None, None]
     for idx, ids, mask in _length_sorted_batches(a.tokenizer, texts, lengths, a.max_length, batch_size,
-                                                 desc or f"embedding with {a.name} and {b.name}"):
+                                                 desc or f"embedding with {a.name} and {b.name}", a.device):
         low = run_layers(_layers(a.tower)[:shared], a.tower.embeddings(input_ids=ids), mask)
         for k, e in enumerate((a, b)):
             emb = F.normalize(e.finish(run_layers(_layers(e.tower)[shared:], low, mask), mask).float(), dim=-1)

@@ -10,7 +10,6 @@ goes on with what it has.
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -248,10 +247,12 @@ def evaluate_generated(generated: list[dict], target, reference, dual, cfg: Mine
     for dataset, why in bank.unavailable.items():
         errors[f"images:{dataset}"] = f"no transfer on its captions: {why}"
     if cfg.mllm and any(x is not None for x in grounded):
+        from retain.models import default_device
         from retain.models.mllm import load_mllm
 
         try:
             mllm = load_mllm(cfg.mllm, trust_remote_code=cfg.trust_remote_code)
+            mllm.model.to(default_device())
         except RetainError as e:
             errors["mllm"] = str(e)
             return
@@ -302,26 +303,54 @@ def format_types_table(results: dict) -> str:
 
 def write_mine_report(out: Path) -> Path:
     from retain.io import read_json
-    from retain.report import _html_table, _page
+    from retain.report import page as P
 
     results = read_json(out / "results.json")
-    body = f"<p>{html.escape(format_types_table(results).split(chr(10))[0])}</p>"
-    body += _html_table(TABLE_HEADER, types_rows(results))
-    body += ("<p>success rate: fraction of a type's generated pairs the target encoder conflates (cosine above the "
-             "threshold); erroneous rate: also separated by the reference; transfer: fraction of the pairs with images "
-             "where a downstream system matched either side's images to the wrong caption (offline, each type also "
-             "rewrites captions of single objects retain has images of, such as 'a red circle', for this).</p>")
+    fig = _rates_figure(results)
+    P.save_figures(out / "figures", {"failure_types": fig})
+    body = f"<p>{P.esc(format_types_table(results).split(chr(10))[0])}</p>"
+    body += P.table(TABLE_HEADER, types_rows(results))
+    body += ("<p class='note'>success rate: fraction of a type's generated pairs the target encoder conflates (cosine "
+             "above the threshold); erroneous rate: also separated by the reference; transfer: fraction of the pairs "
+             "with images where a downstream system matched either side's images to the wrong caption (offline, each "
+             "type also rewrites captions of single objects retain has images of, such as 'a red circle', for "
+             "this).</p>")
+    body += P.figures([("success rate and transfer per failure type", fig)])
+    sections = [("failure-types", "Failure types", body)]
+    pairs = ""
     for t in results["failure_types"]:
-        body += f"<h3>{html.escape(t['name'])}</h3><p>{html.escape(t['description'])}</p>"
         ex = [["mined", a, b] for a, b in t["examples"]] + [["generated", a, b] for a, b in t["generated_examples"]]
-        body += _html_table(["", "sentence A", "sentence B"], ex)
+        pairs += f"<h3>{P.esc(t['name'])}</h3><p>{P.esc(t['description'])}</p>"
+        pairs += P.table(["", "sentence A", "sentence B"], ex)
+    sections.append(("pairs", "Example pairs", pairs))
     if results["errors"]:
-        body += "<h3>Errors</h3>" + _html_table(["step", "error"], [[k, v] for k, v in results["errors"].items()])
-    cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-    body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
+        sections.append(("errors", "Errors", P.table(["step", "error"], [[k, v] for k, v in results["errors"].items()])))
+    sections.append(P.config_section(out))
     path = out / "report.html"
-    write_text(path, _page("retain: MultiMon", body))
+    write_text(path, P.page("retain: MultiMon", sections, f"{results['target']} against {results['reference']}"))
     return path
+
+
+def _rates_figure(results: dict) -> bytes:
+    import numpy as np
+
+    from retain.report.page import plt, png
+
+    types = results["failure_types"]
+    bars = [("success rate", "success_rate"), ("zero-shot transfer", "zero_shot_transfer"),
+            ("MLLM transfer", "mllm_transfer")]
+    bars = [(label, key) for label, key in bars if any(t.get(key) is not None for t in types)]
+    fig, ax = plt().subplots(figsize=(2 + 1.1 * max(1, len(types)), 3.6))
+    x = np.arange(len(types))
+    width = 0.8 / max(1, len(bars))
+    for k, (label, key) in enumerate(bars):
+        ax.bar(x + k * width, [100 * t[key] if t.get(key) is not None else np.nan for t in types], width, label=label)
+    ax.set_xticks(x + width * (len(bars) - 1) / 2, [t["name"] for t in types], rotation=25, ha="right")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    if bars:
+        ax.legend(fontsize=8)
+    return png(fig)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

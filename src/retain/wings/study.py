@@ -21,7 +21,6 @@ settings is read back, not measured again.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -233,7 +232,9 @@ def load_reference(ident: str, trust_remote_code: bool = False):
                                                      use_safetensors=True, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise RetainError(f"Could not load the reference LLM {ident!r}: {e}") from e
-    return model.eval()
+    from retain.models import default_device
+
+    return model.eval().to(default_device())
 
 
 def run_wings_study(cfg: WingsStudyConfig) -> Path:
@@ -241,6 +242,7 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
     import torch
     import yaml
 
+    from retain.models import default_device
     from retain.models.mllm import load_mllm
     from retain.rundir import versions
 
@@ -273,6 +275,7 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
             continue
         torch.manual_seed(cfg.seed)
         mllm = load_mllm(name, trust_remote_code=cfg.trust_remote_code)
+        mllm.model.to(default_device())
         if name == cfg.models[0]:
             processor = mllm.processor
         results[label] = measure_model(mllm, reference(), cfg, label, out)
@@ -342,34 +345,32 @@ def study_table(study: dict) -> tuple[list[str], list[list]]:
 
 # ---- the report -------------------------------------------------------------------------------
 def write_study_report(out: Path) -> Path:
-    from retain.report import _figure, _html_table, _page
+    from retain.report import page as P
 
     study = read_json(out / "study.json")
     header, rows = study["table"]["header"], study["table"]["rows"]
-    body = (f"<h2>WINGS study: {', '.join(map(html.escape, study['models']))} against "
-            f"{html.escape(study['reference'])}</h2>" + _html_table(header, rows) + f"<p>{html.escape(TABLE_NOTE)}</p>")
+    sections = [("metrics", "Text-only and multimodal scores", P.table(header, rows) + f"<p class='note'>{P.esc(TABLE_NOTE)}</p>")]
     kinds = [(label, r["text_by_kind"].get("offline", {})) for label, r in _ordered(study)]
     names = sorted({k for _, d in kinds for k in d})
-    body += "<h3>Text-only accuracy by question kind (offline set)</h3>"
-    body += _html_table(["model", *names], [[label, *[d.get(k) for k in names]] for label, d in kinds])
-    figs = [("attention of post-image text on pre-image text, per layer", _attention_figure(study)),
-            ("text-only and multimodal scores", _scores_figure(study)),
-            ("interleaved conversations: accuracy from text-rich to image-rich", _interleaved_figure(study))]
-    body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
-    cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-    body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
-    (out / "figures").mkdir(exist_ok=True)
-    for (title, png), name in zip(figs, ("attention_shift", "scores", "interleaved")):
-        (out / "figures" / f"{name}.png").write_bytes(png)
+    figs = {"attention_shift": _attention_figure(study), "scores": _scores_figure(study),
+            "interleaved": _interleaved_figure(study)}
+    P.save_figures(out / "figures", figs)
+    body = "<h3>Text-only accuracy by question kind (offline set)</h3>"
+    body += P.table(["model", *names], [[label, *[d.get(k) for k in names]] for label, d in kinds])
+    body += P.figures([("text-only and multimodal scores", figs["scores"]),
+                       ("attention of post-image text on pre-image text, per layer", figs["attention_shift"]),
+                       ("interleaved conversations: accuracy from text-rich to image-rich", figs["interleaved"])])
+    sections += [("text-retention", "Text retention", body), P.config_section(out)]
     path = out / "report.html"
-    write_text(path, _page("retain: WINGS study", body))
+    write_text(path, P.page("retain: WINGS study", sections,
+                            f"{', '.join(study['models'])} against {study['reference']}"))
     return path
 
 
 def _attention_figure(study: dict) -> bytes:
-    from retain.report import _plt, _png
+    from retain.report.page import plt as pyplot, png
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.8, 3.6))
     ref = None
     for label, r in _ordered(study):
@@ -383,13 +384,13 @@ def _attention_figure(study: dict) -> bytes:
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("attention mass on pre-image text")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def _scores_figure(study: dict) -> bytes:
-    from retain.report import _plt, _png
+    from retain.report.page import plt as pyplot, png
 
-    plt = _plt()
+    plt = pyplot()
     labels = study["order"]
     text = [study["results"][k]["text"].get("offline") for k in labels]
     mm = [np.mean(list(study["results"][k]["multimodal"].values())) if study["results"][k]["multimodal"] else np.nan
@@ -402,13 +403,13 @@ def _scores_figure(study: dict) -> bytes:
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def _interleaved_figure(study: dict) -> bytes:
-    from retain.report import _plt, _png
+    from retain.report.page import plt as pyplot, png
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for label, r in _ordered(study):
         ks = sorted(int(k) for k in r["interleaved"])
@@ -418,4 +419,4 @@ def _interleaved_figure(study: dict) -> bytes:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)

@@ -1,14 +1,14 @@
-"""Tables and reports: the comparison table across runs and one self-contained HTML page.
+"""Reports of training runs: the comparison table across runs, one page per run, one per comparison.
 
-Figures are matplotlib PNGs saved in `figures/` and embedded (base64) in the page, so
-`report.html` opens with no network and no other file.
+A run's page: metrics, the accuracy-matrix heatmap, per-task curves, concept forgetting
+(table and bars), for MLLM runs the score of every dataset at every evaluation point and
+EMT's failure examples with their images, then the resolved config and versions. Figures
+are also saved in the run's `figures/`.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 from pathlib import Path
@@ -17,6 +17,8 @@ import numpy as np
 
 from retain.errors import RetainError
 from retain.io import read_json, write_text
+from retain.report import page as P
+from retain.report.page import pct
 
 COLUMNS = [("MFT", "MFT (downstream)"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", "BWT"),
            ("forgetting", "forgetting")]
@@ -79,12 +81,6 @@ def mean_and_spread(rows: list[list]) -> list[list]:
     return out
 
 
-def pct(v: float) -> str:
-    """A score as a percentage with one decimal ("-0.0" shown as "0.0")."""
-    text = f"{100 * v:.1f}"
-    return "0.0" if text == "-0.0" else text
-
-
 def format_table(header: list[str], rows: list[list]) -> str:
     """A Markdown table, numbers as percentages with one decimal."""
     def cell(v):
@@ -105,62 +101,98 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
     """Write comparison.md/.csv/.json and comparison.html into `out_dir`; return the Markdown."""
     header, rows = comparison_rows(runs)
     table = format_table(header, rows)
-    note = "Scores in %; deltas are fine-tuned minus pre-trained accuracy (negative = forgetting).\n"
-    write_text(out_dir / "comparison.md", table + "\n\n" + note)
+    write_text(out_dir / "comparison.md", table + "\n\n" + NOTE + "\n")
     buf = io.StringIO()
     csv.writer(buf).writerows([header] + [[f"{c[0]:.6g} ± {c[1]:.6g}" if isinstance(c, tuple) else c for c in r]
                                           for r in rows])
     write_text(out_dir / "comparison.csv", buf.getvalue())
     write_text(out_dir / "comparison.json", json.dumps({"header": header, "rows": rows, "runs": [str(r) for r in runs]}, indent=2))
     results = [read_json(r / "results.json") for r in runs]
-    figs = [(f"accuracy matrix: {res['method']}", _heatmap(res)) for res in results]
+    sections = [("metrics", "Metrics", P.table(header, rows) + f"<p class='note'>{P.esc(NOTE)} {P.esc(METRICS_NOTE)}</p>"),
+                ("accuracy-matrix", "Accuracy matrices",
+                 P.figures([(f"accuracy matrix: {_label(r, res)}", _heatmap(res, _label(r, res)))
+                            for r, res in zip(runs, results)]))]
+    curves = [("mean accuracy over the tasks seen so far", _seen_curve(runs, results))]
+    curves += [(f"scores across fine-tuning: {res['method']}", _points_curves(res)) for res in results if "evaluation" in res]
+    sections.append(("task-curves", "Curves across the sequence", P.figures(curves)))
     if any(res["probes"] for res in results):
-        figs.append(("concept forgetting (accuracy change on held-out datasets)", _cf_bars(results)))
-    figs += [(f"scores across fine-tuning: {res['method']}", _points_curves(res)) for res in results if "evaluation" in res]
-    body = "<h2>Comparison</h2>" + _html_table(header, rows) + f"<p>{html.escape(note)}</p>"
+        sections.append(("concept-forgetting", "Concept forgetting",
+                         P.figures([("accuracy change on datasets outside the sequence", _cf_bars(runs, results))])))
     emt = [res for res in results if "evaluation" in res]
     if emt:
         h, r = points_rows(emt)
-        body += "<h3>Scores at every evaluation point</h3>" + _html_table(h, r)
+        sections.append(("evaluation-points", "Scores at every evaluation point", P.table(h, r)))
         write_text(out_dir / "score_curves.md", format_table(h, r) + "\n")
-    body += "<div class='grid'>" + "".join(_figure(t, f) for t, f in figs) + "</div>"
-    write_text(out_dir / "comparison.html", _page("retain comparison", body))
+    runs_rows = [[_label(r, res), res["model"], res["seed"], str(r),
+                  json.dumps((_config(r) or {}).get("method_options", {}))] for r, res in zip(runs, results)]
+    body = P.table(["run", "model", "seed", "folder", "method options"], runs_rows)
+    body += "<p class='note'>Each run's report.html holds its own resolved config; the first run's:</p>"
+    sections.append(("config", "Runs, config and versions", body + P.config_section(runs[0])[2]))
+    write_text(out_dir / "comparison.html", P.page("retain comparison", sections,
+                                                    f"{len(runs)} runs on {' → '.join(results[0]['sequence'])}"))
     return table
 
 
 def write_report(run: Path) -> Path:
     """Write `report.html` (and figures/) for one finished run."""
     res = read_json(run / "results.json")
-    figs = {"accuracy_matrix": _heatmap(res), "task_curves": _curves(res)}
+    figs = {"accuracy_matrix": _heatmap(res, res["method"]), "task_curves": _curves(res)}
     if "probe_zero_shot_curve" in res:
         figs["probe_curves"] = _probe_curves(res)
     if "evaluation" in res:
         figs["score_curves"] = _points_curves(res)
-    (run / "figures").mkdir(exist_ok=True)
-    for name, png in figs.items():
-        (run / "figures" / f"{name}.png").write_bytes(png)
+    if res["probes"]:
+        figs["concept_forgetting"] = _cf_bars([run], [res], by_kind=True)
+    P.save_figures(run / "figures", figs)
     m = res["metrics"]
     header = ["MFT", "MFN", "MAA", "BWT", "forgetting", "forward transfer"]
     row = [m["MFT"], m["MFN"], m["MAA"], m["BWT"], m["forgetting"], m["forward_transfer"]]
-    body = f"<h2>{html.escape(res['method'])} on {' → '.join(map(html.escape, res['sequence']))}</h2>"
-    body += f"<p>model: {html.escape(res['model'])}, seed {res['seed']}</p>"
-    body += _html_table(header, [row])
-    cf_rows = []
-    for kind, d in res["concept_forgetting"].items():
-        for p in sorted(d["delta"]):
-            cf_rows.append([kind, p, d["before"][p], d["after"][p], d["delta"][p]])
-    body += "<h3>Concept forgetting</h3>" + _html_table(["evaluator", "dataset", "pre-trained", "after", "delta"], cf_rows)
+    sections = [("metrics", "Metrics", P.table(header, [row]) + f"<p class='note'>{P.esc(METRICS_NOTE)}</p>"),
+                ("accuracy-matrix", "Accuracy matrix", P.figures([("accuracy matrix (rows: after each task; "
+                                                                    "columns: evaluated task)", figs["accuracy_matrix"])])),
+                ("task-curves", "Per-task accuracy across the sequence",
+                 P.figures([(TITLES[k], figs[k]) for k in ("task_curves", "probe_curves", "score_curves") if k in figs]))]
+    cf_rows = [[kind, p, d["before"][p], d["after"][p], d["delta"][p]]
+               for kind, d in res["concept_forgetting"].items() for p in sorted(d["delta"])]
+    if cf_rows:
+        cf = P.table(["evaluator", "dataset", "pre-trained", "after", "delta"], cf_rows)
+        cf += P.figures([(TITLES["concept_forgetting"], figs["concept_forgetting"])])
+        sections.append(("concept-forgetting", "Concept forgetting", cf))
     if "evaluation" in res:
-        body += _points_section(res)
-    titles = {"accuracy_matrix": "accuracy matrix", "task_curves": "per-task accuracy across the sequence",
-              "probe_curves": "zero-shot accuracy of held-out datasets across the sequence",
-              "score_curves": "score of every evaluated dataset across fine-tuning"}
-    body += "<div class='grid'>" + "".join(_figure(titles[k], f) for k, f in figs.items()) + "</div>"
-    cfg = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
-    body += f"<h3>Resolved config and versions</h3><pre>{html.escape(cfg)}</pre>"
+        from retain.report.emt import failure_section
+
+        sections.append(("evaluation-points", "Scores at every evaluation point", _points_section(res)))
+        sections.append(failure_section(run, res))
+    sections.append(P.config_section(run))
     out = run / "report.html"
-    write_text(out, _page(f"retain report: {res['method']}", body))
+    subtitle = f"{res['method']} on {' → '.join(res['sequence'])}; model {res['model']}, seed {res['seed']}"
+    write_text(out, P.page(f"retain report: {res['method']}", sections, subtitle))
     return out
+
+
+NOTE = "Scores in %; deltas are fine-tuned minus pre-trained accuracy (negative = forgetting)."
+METRICS_NOTE = ("MFT: mean accuracy of each task right after training on it; MFN: mean final accuracy; MAA: mean "
+                "over steps of the average accuracy on the tasks seen so far; BWT: mean change of a task's accuracy "
+                "from right after it to the end (negative = forgotten); forgetting: mean drop from a task's best "
+                "to its final accuracy.")
+TITLES = {"task_curves": "per-task accuracy across the sequence",
+          "probe_curves": "zero-shot accuracy of held-out datasets across the sequence",
+          "score_curves": "score of every evaluated dataset across fine-tuning",
+          "concept_forgetting": "accuracy change on datasets outside the sequence (after minus pre-trained)"}
+
+
+def _label(run: Path, res: dict) -> str:
+    return f"{res['method']} (seed {res['seed']})" if run.name.startswith("seed-") else res["method"]
+
+
+def _config(run: Path) -> dict | None:
+    import yaml
+
+    path = run / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError:
+        return None
 
 
 def points_rows(results: list[dict]) -> tuple[list[str], list[list]]:
@@ -179,67 +211,61 @@ def points_rows(results: list[dict]) -> tuple[list[str], list[list]]:
 
 def _points_section(res: dict) -> str:
     h, r = points_rows([res])
-    out = (f"<h3>Scores at every evaluation point (EMT datasets: {html.escape(res['evaluation']['emt_mode'])} "
-           "scoring)</h3>" + _html_table(h, r))
+    out = f"<p>EMT datasets scored by {P.esc(res['evaluation']['emt_mode'])}.</p>" + P.table(h, r)
     last = res["evaluation"]["curve"][-1]
     outcomes = list(next(iter(last["counts"].values()), {}))
     rows = [[d, *[last["counts"][d].get(o, 0) for o in outcomes]] for d in last["counts"]]
-    out += f"<h3>EMT outcomes {html.escape(last['label'])}</h3>"
-    return out + _html_table(["dataset", *[o.replace("_", " ") for o in outcomes]], rows)
+    out += f"<h3>EMT outcomes {P.esc(last['label'])}</h3>"
+    return out + P.table(["dataset", *[o.replace("_", " ") for o in outcomes]], rows)
 
 
 # ---- figures -----------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return buf.getvalue()
-
-
 def _row_labels(res) -> list[str]:
     return ["zero-shot"] + [f"after {t}" for t in res["sequence"]]
 
 
-def _heatmap(res) -> bytes:
-    plt = _plt()
+def _heatmap(res: dict, title: str) -> bytes:
     A = np.asarray(res["accuracy_matrix"])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * A.shape[1], 1.2 + 0.55 * A.shape[0]))
+    fig, ax = P.plt().subplots(figsize=(1.6 + 1.1 * A.shape[1], 1.2 + 0.55 * A.shape[0]))
     im = ax.imshow(A, vmin=0, vmax=1, cmap="viridis")
     for (i, j), v in np.ndenumerate(A):
         ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=9)
     ax.set_xticks(range(A.shape[1]), res["sequence"], rotation=30, ha="right")
     ax.set_yticks(range(A.shape[0]), _row_labels(res))
     ax.set_xlabel("evaluated task")
-    ax.set_title(res["method"])
+    ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.04)
-    return _png(fig)
+    return P.png(fig)
 
 
 def _curves(res) -> bytes:
-    plt = _plt()
     A = np.asarray(res["accuracy_matrix"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = P.plt().subplots(figsize=(5.5, 3.4))
     for j, t in enumerate(res["sequence"]):
         ax.plot(range(A.shape[0]), A[:, j], marker="o", label=t)
     ax.set_xticks(range(A.shape[0]), _row_labels(res), rotation=20, ha="right")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return P.png(fig)
+
+
+def _seen_curve(runs: list[Path], results: list[dict]) -> bytes:
+    """Mean accuracy over the tasks trained so far, after each task, one line per run."""
+    fig, ax = P.plt().subplots(figsize=(5.5, 3.4))
+    for run, res in zip(runs, results):
+        A = np.asarray(res["accuracy_matrix"])
+        seen = [A[t, :t].mean() for t in range(1, A.shape[0])]
+        ax.plot(range(1, A.shape[0]), seen, marker="o", label=_label(run, res))
+    ax.set_xticks(range(1, len(results[0]["sequence"]) + 1), _row_labels(results[0])[1:], rotation=20, ha="right")
+    ax.set_ylabel("mean accuracy on seen tasks")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return P.png(fig)
 
 
 def _probe_curves(res) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = P.plt().subplots(figsize=(5.5, 3.4))
     curve = res["probe_zero_shot_curve"]
     for p in res["probes"]:
         ax.plot(range(len(curve)), [row[p] for row in curve], marker="s", label=p)
@@ -248,15 +274,14 @@ def _probe_curves(res) -> bytes:
     ax.set_ylim(0, 1)
     if res["probes"]:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return P.png(fig)
 
 
 def _points_curves(res) -> bytes:
-    plt = _plt()
     curve = res["evaluation"]["curve"]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = P.plt().subplots(figsize=(6, 3.6))
     zs = res["evaluation"].get("encoder_zero_shot") or {}
-    for k, d in enumerate(res["evaluation"]["datasets"]):
+    for d in res["evaluation"]["datasets"]:
         line, = ax.plot(range(len(curve)), [p["accuracy"][d] for p in curve], marker="o",
                         label=d + (" (trained)" if d in res["sequence"] else ""))
         if d in zs:
@@ -266,49 +291,29 @@ def _points_curves(res) -> bytes:
     ax.set_ylim(0, 1)
     ax.set_title(f"{res['method']} (dotted: the vision encoder's zero-shot)", fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    return _png(fig)
+    return P.png(fig)
 
 
-def _cf_bars(results: list[dict]) -> bytes:
-    plt = _plt()
+def _cf_bars(runs: list[Path], results: list[dict], by_kind: bool = False) -> bytes:
+    """Accuracy change per held-out dataset: one bar per run (its first evaluator), or per
+    evaluator of a single run (`by_kind`)."""
     probes = sorted({p for res in results for p in res["probes"]})
-    fig, ax = plt.subplots(figsize=(1.5 + 1.3 * max(1, len(probes)), 3.4))
-    width = 0.8 / max(1, len(results))
-    for k, res in enumerate(results):
-        cf = res["concept_forgetting"]
-        d = cf.get("zero_shot", cf.get("emt", {})).get("delta", {})
-        ax.bar(np.arange(len(probes)) + k * width, [100 * d.get(p, 0.0) for p in probes], width, label=res["method"])
+    if by_kind:
+        cf = results[0]["concept_forgetting"]
+        bars = [(kind.replace("_", " "), d["delta"]) for kind, d in cf.items() if d.get("delta")]
+    else:
+        bars = []
+        for run, res in zip(runs, results):
+            cf = res["concept_forgetting"]
+            kind = next((k for k in ("zero_shot", "emt", "linear_probe") if cf.get(k, {}).get("delta")), None)
+            bars.append((_label(run, res) + (f" ({kind.replace('_', ' ')})" if kind else ""),
+                         cf[kind]["delta"] if kind else {}))
+    fig, ax = P.plt().subplots(figsize=(1.5 + 1.3 * max(1, len(probes)), 3.4))
+    width = 0.8 / max(1, len(bars))
+    for k, (label, delta) in enumerate(bars):
+        ax.bar(np.arange(len(probes)) + k * width, [100 * delta.get(p, np.nan) for p in probes], width, label=label)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(probes)) + width * (len(results) - 1) / 2, probes)
+    ax.set_xticks(np.arange(len(probes)) + width * (len(bars) - 1) / 2, probes)
     ax.set_ylabel("accuracy change (points)")
     ax.legend(fontsize=8)
-    return _png(fig)
-
-
-# ---- HTML --------------------------------------------------------------------------
-def _figure(title: str, png: bytes) -> str:
-    data = base64.b64encode(png).decode()
-    return (f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(title)}</figcaption></figure>")
-
-
-def _html_table(header, rows) -> str:
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, tuple):
-            return f"{pct(v[0])} ± {pct(v[1])}"
-        return pct(v) if isinstance(v, float) else html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _page(title: str, body: str) -> str:
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"
-             "img{max-width:560px}pre{background:#f7f7f7;padding:1em;overflow:auto}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return P.png(fig)
