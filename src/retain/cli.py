@@ -87,6 +87,9 @@ def cmd_run(args) -> int:
     from retain.methods.base import load_plugins
 
     load_plugins(cfg.plugins)
+    from retain.data.instruct import check_conversation_files
+
+    check_conversation_files(cfg.sequence)  # a missing download is named before any model is fetched
     family = model_family(cfg.model, cfg.family, cfg.trust_remote_code)
     if family == "mllm":
         from retain.train_mllm import run_mllm_method as run_method

@@ -88,3 +88,26 @@ def test_task_spec_paths_from_the_environment(tmp_path, monkeypatch):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(RetainError, match="not valid JSON"):
         load_instruction_task({**spec, "train": str(tmp_path / "bad.json")})
+
+
+def test_missing_conversation_files_are_named_before_any_model_is_loaded(tmp_path, monkeypatch, capsys):
+    from retain.cli import main
+    from retain.data.instruct import check_conversation_files
+
+    (tmp_path / "train.json").write_text("[]")
+    spec = {"name": "mine", "train": "$MY_ROOT/train.json", "test": "$MY_ROOT/test.json", "image_root": "$MY_ROOT"}
+    monkeypatch.delenv("MY_ROOT", raising=False)
+    with pytest.raises(RetainError, match=r"uses \$MY_ROOT, which is not set"):
+        check_conversation_files(["vqa-shapes", spec])
+    monkeypatch.setenv("MY_ROOT", str(tmp_path))
+    with pytest.raises(RetainError, match=r"Task 'mine': its test file .*test.json does not exist"):
+        check_conversation_files([spec])
+    (tmp_path / "test.json").write_text("[]")
+    check_conversation_files([spec])  # all present: no error
+    # the CLI checks them first: a hub model that cannot be reached offline is never asked for
+    (tmp_path / "test.json").unlink()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: hf:nobody/no-such-model\nfamily: mllm\nprobes: []\nmethods: [lora_ft]\n"
+                   f"output_dir: {tmp_path / 'runs'}\nsequence:\n  - {spec}\n".replace("'", ""))
+    assert main(["--quiet", "run", str(cfg)]) == 2
+    assert "its test file" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -255,6 +255,20 @@ def task_name(spec) -> str:
     return spec["name"] if isinstance(spec, dict) else str(spec)
 
 
+def check_conversation_files(sequence: list) -> None:
+    """Before any model is loaded: every conversation file and image folder a sequence names
+    exists (and every `$VAR` in their paths is set), so a missing download is named at once."""
+    for spec in sequence:
+        if not isinstance(spec, dict) or "name" not in spec:
+            continue
+        for key in ("train", "val", "test", "image_root"):
+            if key in spec:
+                path = Path(_expand(spec[key], spec["name"]))
+                if not (path.is_dir() if key == "image_root" else path.is_file()):
+                    raise RetainError(f"Task {spec['name']!r}: its {key} {'folder' if key == 'image_root' else 'file'} "
+                                      f"{path} does not exist. Download the benchmark there or fix the path in the config.")
+
+
 def _expand(path: str, task: str) -> str:
     expanded = os.path.expandvars(str(path))
     if "$" in expanded:
