@@ -89,8 +89,12 @@ def table(header: list[str], rows: list[list]) -> str:
             return f"{pct(v[0])} ± {pct(v[1])}"
         return pct(v) if isinstance(v, float) else esc(v)
 
+    def td(v):  # numbers right-aligned, text left
+        number = v is None or isinstance(v, (int, float, tuple)) and not isinstance(v, bool)
+        return f"<td class='n'>{cell(v)}</td>" if number else f"<td>{cell(v)}</td>"
+
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(td(v) for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -130,10 +134,10 @@ header{background:#1f3b57;color:#fff;padding:1em 2em}header h1{margin:0;font-siz
 header p{margin:.3em 0 0;opacity:.85}
 nav{position:sticky;top:0;background:#eef2f6;padding:.5em 2em;border-bottom:1px solid #cdd5de;z-index:1}
 nav a{margin-right:1.2em;color:#1f3b57;text-decoration:none;font-size:.92em}
-main{padding:0 2em 2em;max-width:1300px}section{margin-top:1.6em}
+main{padding:0 2em 2em;max-width:1300px}section{margin-top:1.6em;scroll-margin-top:4.5em}
 h2{border-bottom:2px solid #1f3b57;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
+table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
 .grid{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0}figcaption{font-size:.88em;color:#444}
 .grid img{max-width:600px}
 .gallery{display:flex;flex-wrap:wrap;gap:.8em}.example{width:120px;font-size:.8em}
