@@ -132,3 +132,22 @@ def test_run_report_sections_and_figures_without_a_browser(tiny_runs):
     assert "http://" not in html and "https://" not in html
     res = json.loads((run / "results.json").read_text())
     assert f"{100 * res['metrics']['MFN']:.1f}" in html
+
+
+def test_mllm_run_report_shows_its_failure_images(browser, tmp_path, tiny_llava_dir):
+    from selenium.webdriver.common.by import By
+    from test_train_mllm import mllm_config
+
+    retain("run", mllm_config(tmp_path, tiny_llava_dir, methods=["lora_ft"], train={"epochs": 1}))
+    run = tmp_path / "runs" / "tiny" / "lora_ft"
+    _check_page(browser, run / "report.html", [*SECTIONS, "evaluation-points", "emt-failures"])
+    res = results(tmp_path, "lora_ft")
+    counts = res["evaluation"]["curve"][-1]["counts"]
+    wrong = {d: sum(v for k, v in c.items() if k != "correct") for d, c in counts.items()}
+    gallery = browser.find_element(By.ID, "emt-failures")
+    examples = gallery.find_elements(By.CSS_SELECTOR, "figure.example")
+    assert len(examples) == sum(min(n, 8) for n in wrong.values()) > 0
+    browser.execute_script("arguments[0].scrollIntoView();", examples[0])
+    image = examples[0].find_element(By.TAG_NAME, "img")
+    assert examples[0].is_displayed() and image.get_property("naturalWidth") == 96 and image.size["width"] >= 96
+    assert "label: " in examples[0].text and "answer: " in examples[0].text
