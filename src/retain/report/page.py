@@ -95,7 +95,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(td(v) for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def gallery(items: list[tuple[bytes, list[str]]]) -> str:
@@ -136,8 +136,8 @@ nav{position:sticky;top:0;background:#eef2f6;padding:.5em 2em;border-bottom:1px 
 nav a{margin-right:1.2em;color:#1f3b57;text-decoration:none;font-size:.92em}
 main{padding:0 2em 2em;max-width:1300px}section{margin-top:1.6em;scroll-margin-top:4.5em}
 h2{border-bottom:2px solid #1f3b57;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}td:first-child{white-space:nowrap}th{background:#f3f3f3}
 .grid{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0}figcaption{font-size:.88em;color:#444}
 .grid img{max-width:600px}
 .gallery{display:flex;flex-wrap:wrap;gap:.8em}.example{width:120px;font-size:.8em}
