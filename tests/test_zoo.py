@@ -75,3 +75,23 @@ def test_mini_llava_smoke_build_loads_and_answers(tmp_path, variant):
         saved = load_file(str(path / "wings.safetensors"))
         assert torch.equal(saved["layers.0.visual.o.B"], mllm.model.wings.layers[0].visual.o.B.detach())
         assert saved["layers.0.visual.o.B"].abs().sum() > 0  # stage 1 trained the visual learners
+
+
+def test_a_build_records_its_versions_and_weight_hashes(tmp_path, monkeypatch, capsys):
+    import json
+    import time
+
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.arange(6.0)}, str(tmp_path / "model.safetensors"))
+    zoo.mark_built(tmp_path, time.time() - 3)
+    info = json.loads((tmp_path / "build.json").read_text())
+    assert info["sha256"] == {"model.safetensors": _digest(tmp_path)}
+    assert info["versions"]["torch"] == torch.__version__ and info["seconds"] >= 3
+    assert (tmp_path / "DONE").exists()
+    # `retain zoo list` says which build a cached model is
+    from retain.cli import main
+
+    monkeypatch.setattr(zoo, "model_dir", lambda name, recipe=None: tmp_path)
+    assert main(["zoo", "list"]) == 0
+    assert f"weights model.safetensors {_digest(tmp_path)[:12]}" in capsys.readouterr().out

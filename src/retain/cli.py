@@ -263,7 +263,13 @@ def cmd_zoo(args) -> int:
     if args.zoo_command == "list":
         for name in sorted(zoo.RECIPES):
             d = zoo.model_dir(name)
-            print(f"{name}\t{'built' if (d / 'DONE').exists() else 'not built'}\t{d}")
+            built = "built" if (d / "DONE").exists() else "not built"
+            if (d / "build.json").exists():  # which build: results depend on it
+                info = json.loads((d / "build.json").read_text())
+                built += (f" {info['built']} (torch {info['versions'].get('torch')}, transformers "
+                          f"{info['versions'].get('transformers')}; weights " +
+                          ", ".join(f"{k} {v[:12]}" for k, v in info["sha256"].items()) + ")")
+            print(f"{name}\t{built}\t{d}")
         return 0
     if args.name not in zoo.RECIPES:
         from retain.errors import suggest

@@ -94,6 +94,21 @@ def ensure(name: str, progress: bool = True, recipe: dict | None = None) -> Path
     return target
 
 
+def mark_built(folder: Path, start: float) -> None:
+    """Write build.json (library versions, build time, sha256 of every weights file) and the
+    DONE marker. Builds under other package versions need not be bit-identical; build.json
+    says which one a result came from (`retain zoo list` shows the hashes)."""
+    import hashlib
+
+    from retain.rundir import versions
+
+    weights = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("*.safetensors"))}
+    info = {"versions": versions(), "seconds": round(time.time() - start, 1),
+            "built": time.strftime("%Y-%m-%d %H:%M:%S"), "sha256": weights}
+    (folder / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    (folder / "DONE").write_text(f"built in {time.time() - start:.0f} s\n")
+
+
 def build(name: str, progress: bool = True, recipe: dict | None = None, force: bool = False) -> Path:
     """Build zoo model `name` into its cache folder (atomically) and print its zero-shot accuracy."""
     recipe = recipe or RECIPES[name]
@@ -113,7 +128,7 @@ def build(name: str, progress: bool = True, recipe: dict | None = None, force: b
         scores = zero_shot_table(model)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
         (tmp / "zero_shot.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
-        (tmp / "DONE").write_text(f"built in {time.time() - start:.0f} s\n")
+        mark_built(tmp, start)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -22,6 +22,7 @@ import torch
 
 from retain.progress import bar, say
 from retain.schedule import warmup_cosine
+from retain.zoo import mark_built
 
 
 def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
@@ -91,7 +92,7 @@ def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
             model.save_pretrained(tmp, safe_serialization=True)
             processor.save_pretrained(tmp)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
-        (tmp / "DONE").write_text(f"built in {time.time() - start:.0f} s\n")
+        mark_built(tmp, start)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
