@@ -64,3 +64,14 @@ def test_unknown_tracker_fails_before_training(tmp_path, tiny_clip_dir):
 def test_flatten_gives_scalars():
     flat = flatten({"train": {"lr": 1e-3, "epochs": 2}, "methods": ["a", "b"], "seed": 0, "x": None})
     assert flat == {"train.lr": 1e-3, "train.epochs": 2, "methods": "['a', 'b']", "seed": 0, "x": "None"}
+
+
+def test_resume_continues_the_logged_steps_and_may_add_a_tracker(tmp_path, tiny_clip_dir):
+    pytest.importorskip("tensorboard")
+    cfg = tiny_config(tmp_path, tiny_clip_dir)
+    killed = retain("run", cfg, env={"RETAIN_KILL_AFTER_TASK": "1"}, check=False)  # no tracker yet
+    assert killed.returncode != 0
+    retain("run", cfg, "--resume", "--report-to", "tensorboard")  # added on resume: not a config change
+    s = _scalars(tmp_path / "runs" / "tiny" / "finetune" / "tracking")
+    assert [step for step, _ in s["train/loss"]] == [4, 5, 6]  # task 2's steps, after task 1's three
+    assert [step for step, _ in s["eval/textile"]] == [6]
