@@ -25,7 +25,7 @@ PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 def trackers(value) -> list[str]:
     """The tracker names of a `report_to` value ("", "tensorboard", "tensorboard,wandb" or a list), checked."""
-    names = value if isinstance(value, (list, tuple)) else [v for v in str(value or "").split(",")]
+    names = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
     names = [n.strip() for n in names if n and n.strip() and n.strip() != "none"]
     for n in names:
         if n not in PACKAGES:

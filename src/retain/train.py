@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import signal
 import time
@@ -42,11 +43,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
-    """Train `method_name` through `cfg.sequence`, evaluate, and return results.json's content."""
+def make_accelerator(cfg: RunConfig, run: RunDir):
+    """The Accelerator of a run (mixed precision, DDP, the run's trackers) and the tracker names."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    names = trackers(cfg.report_to)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=names or None,
+                              project_dir=str(run.path / "tracking"),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return accelerator, names
+
+
+def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
+    """Train `method_name` through `cfg.sequence`, evaluate, and return results.json's content."""
     method = create_method(method_name, cfg.method_args.get(method_name), family="dual_encoder")
     run = RunDir(run_path(cfg, method_name))
     resolved = {**to_dict(cfg), "method": method_name, "method_options": options_dict(method)}
@@ -55,10 +65,7 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
         say(f"[{method_name}] already finished in {run.path}; nothing recomputed")
         return run.results()
 
-    names = trackers(cfg.report_to)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=names or None,
-                              project_dir=str(run.path / "tracking"),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator, names = make_accelerator(cfg, run)
     seed_everything(cfg.seed)
     _check_tasks(cfg)
     with accelerator.main_process_first():  # one process converts data and builds the zoo model
@@ -186,9 +193,10 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
             if step >= total:
                 break
             loss = batch_loss(batch)
-            if not torch.isfinite(loss):
+            value = loss.item()  # one device sync per step, for the check, the bar and the trackers
+            if not math.isfinite(value):
                 raise RetainError(
-                    f"The loss became {loss.item()} at step {step + 1} of task {name!r} "
+                    f"The loss became {value} at step {step + 1} of task {name!r} "
                     f"(method {method.name!r}, lr {tc.lr}). Lower train.lr or check the data. "
                     f"Every finished task is kept in {run.path}; start a run with the fixed config under another name."
                 )
@@ -200,9 +208,9 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
             optimizer.zero_grad(set_to_none=True)
             step += 1
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+            progress.set_postfix(loss=f"{value:.3f}")
             if ctx.tracker is not None:
-                ctx.tracker.log_step(loss.item(), schedule.get_last_lr()[0])
+                ctx.tracker.log_step(value, schedule.get_last_lr()[0])
         epoch += 1
         if on_epoch is not None and step < total:  # the last epoch is evaluated as the task's row
             wrapped.eval()

@@ -28,8 +28,8 @@ from retain.eval.instruct import evaluate_instruction
 from retain.methods.base import Method, TaskContext, create_method, options_dict
 from retain.progress import say, time_left
 from retain.rundir import RunDir, run_path
-from retain.tracking import Tracker, trackers
-from retain.train import delta_summary, optimise, seed_everything
+from retain.tracking import Tracker
+from retain.train import delta_summary, make_accelerator, optimise, seed_everything
 
 TRAIN_MODES = ("rule", "likelihood")
 DEFAULT_ENCODERS = {"mini-llava": "mini-clip", "mini-llava-wings": "mini-clip"}
@@ -51,9 +51,6 @@ def check_config(cfg: RunConfig) -> None:
 
 def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
     """Train `method_name` through `cfg.sequence` on an MLLM, evaluate, return results.json's content."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
     from retain.models.mllm import load_mllm
 
     method = create_method(method_name, cfg.method_args.get(method_name), family="mllm")
@@ -65,10 +62,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         say(f"[{method_name}] already finished in {run.path}; nothing recomputed")
         return run.results()
 
-    names = trackers(cfg.report_to)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=names or None,
-                              project_dir=str(run.path / "tracking"),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator, names = make_accelerator(cfg, run)
     seed_everything(cfg.seed)
     template = cfg.eval.emt_template or EMT_TEMPLATE
     with accelerator.main_process_first():  # one process converts data and builds the zoo model

@@ -80,18 +80,20 @@ def figures(items: list[tuple[str, bytes]]) -> str:
     return "<div class='grid'>" + "".join(figure(t, d) for t, d in items) + "</div>"
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    """An HTML table; floats are shown as percentages, (mean, spread) tuples as "m ± s"."""
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, tuple):
-            return f"{pct(v[0])} ± {pct(v[1])}"
-        return pct(v) if isinstance(v, float) else esc(v)
+def cell_text(v) -> str:
+    """A table cell as text: floats as percentages, (mean, spread) tuples as "m ± s", None as "-"."""
+    if v is None:
+        return "-"
+    if isinstance(v, tuple):
+        return f"{pct(v[0])} ± {pct(v[1])}"
+    return pct(v) if isinstance(v, float) else str(v)
 
+
+def table(header: list[str], rows: list[list]) -> str:
+    """An HTML table of `cell_text` cells."""
     def td(v):  # numbers right-aligned, text left
         number = v is None or isinstance(v, (int, float, tuple)) and not isinstance(v, bool)
-        return f"<td class='n'>{cell(v)}</td>" if number else f"<td>{cell(v)}</td>"
+        return f"<td class='n'>{esc(cell_text(v))}</td>" if number else f"<td>{esc(cell_text(v))}</td>"
 
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(td(v) for v in r) + "</tr>" for r in rows)

@@ -18,7 +18,6 @@ import numpy as np
 from retain.errors import RetainError
 from retain.io import read_json, write_text
 from retain.report import page as P
-from retain.report.page import pct
 
 COLUMNS = [("MFT", "MFT (downstream)"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", "BWT"),
            ("forgetting", "forgetting")]
@@ -82,18 +81,9 @@ def mean_and_spread(rows: list[list]) -> list[list]:
 
 
 def format_table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table, numbers as percentages with one decimal."""
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, tuple):
-            return f"{pct(v[0])} ± {pct(v[1])}"
-        if isinstance(v, float):
-            return pct(v)
-        return str(v)
-
+    """A Markdown table of `cell_text` cells (numbers as percentages with one decimal)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(P.cell_text(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
