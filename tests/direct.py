@@ -11,6 +11,6 @@ def option_logprob(mllm, enc, option: str) -> float:
     full = torch.cat([enc["input_ids"], torch.tensor([ids])], 1)
     with torch.no_grad():
         logp = mllm.model(input_ids=full, attention_mask=torch.ones_like(full),
-                          pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
+                          pixel_values=enc["pixel_values"]).logits[0].double().log_softmax(-1)
     n = enc["input_ids"].shape[1]
     return sum(logp[n + k - 1, t].item() for k, t in enumerate(ids))

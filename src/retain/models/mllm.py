@@ -47,6 +47,11 @@ def to_pil(image):
     return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
 
 
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32, or in its own dtype when that is wider (a float64 model stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
 class MLLM:
     def __init__(self, model, processor, image_token: str = "<image>", system_prompt: str | None = None):
         self.model = model
@@ -180,7 +185,7 @@ class MLLM:
         """log p(option | prompt) for every (unpadded) encoded prompt of `enc` and every option."""
         n_items = enc["input_ids"].shape[0]
         out = self.model(**enc, use_cache=True)
-        first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): predicts each option's first token
+        first = at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (B, V): predicts each option's first token
         ids = self.option_ids(options)
         n, longest = len(ids), max(map(len, ids))
         scores = first[:, [i[0] for i in ids]].double().cpu()  # (B, n)
@@ -194,7 +199,7 @@ class MLLM:
             prompt_mask = enc["attention_mask"].repeat_interleave(n, 0)
             step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
                               past_key_values=cache, use_cache=True)
-            logp = step.logits.float().log_softmax(-1)  # position k predicts token k+1
+            logp = at_least_float32(step.logits).log_softmax(-1)  # position k predicts token k+1
             rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
             scores = scores + rest.double().cpu().view(n_items, n)
         return scores.tolist()

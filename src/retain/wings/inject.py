@@ -69,7 +69,8 @@ class Wings(nn.Module):
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
             return
-        cache = kwargs.get("past_key_values")
+        # the language model's cache argument: `past_key_values`, renamed `cache` in newer transformers
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
         fresh = cache is None or cache.get_seq_length() == 0 or self.features is None
         b, t, _ = embeds.shape
         image = self.pending_image if self.pending_image is not None and self.pending_image.shape == (b, t) \
@@ -127,11 +128,12 @@ class Wings(nn.Module):
         if weights is None:
             raise RetainError("WINGS's router needs the attention probabilities: load the model with "
                               "attn_implementation='eager' (inject_wings sets it).")
-        p = weights.float().mean(1)[..., -s:]  # (B, T, S)
-        image = self.is_image.float()
-        first = torch.where(self.is_image.any(1), self.is_image.float().argmax(1), torch.full((b,), s,
+        dtype = torch.promote_types(weights.dtype, torch.float32)  # at least float32; float64 stays float64
+        p = weights.to(dtype).mean(1)[..., -s:]  # (B, T, S)
+        image = self.is_image.to(dtype)
+        first = torch.where(self.is_image.any(1), self.is_image.to(dtype).argmax(1), torch.full((b,), s,
                             device=image.device))
-        before = (torch.arange(s, device=image.device)[None] < first[:, None]).float() * (1 - image)
+        before = (torch.arange(s, device=image.device)[None] < first[:, None]).to(dtype) * (1 - image)
         after = (1 - image) * (1 - before)
         return torch.stack([(p * image[:, None]).sum(-1), (p * before[:, None]).sum(-1),
                             (p * after[:, None]).sum(-1)], -1)

@@ -55,7 +55,8 @@ class LoRRA(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, S)
         if mask is not None:
             scores = scores.masked_fill(~mask[:, None], float("-inf"))
-        probs = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(h.dtype)  # empty rows -> 0
+        probs = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
+        probs = probs.nan_to_num(0.0).to(h.dtype)  # empty rows -> 0
         out = (probs @ v).transpose(1, 2).reshape(b, t, d)
         return self.o(out)
 
