@@ -37,13 +37,11 @@ def summary() -> str:
         ]
     qs = RESULTS / "quickstart.json"
     if qs.exists():
-        r = json.loads(qs.read_text())
-        lines += ["## Quickstart (`bench/quickstart.py`)", ""]
-        for k, label in (("fresh", "fresh cache (dataset conversion + mini-CLIP build + run)"), ("warm", "warm cache")):
-            if k in r:
-                lines.append(f"- {label}: {r[k]['wall_s']:.0f} s wall, peak memory {r[k]['peak_rss_mb']:.0f} MB")
-        if "warm" in r:
-            lines += ["", "Its table:", "", r["warm"]["table"].split("\n\nreports:")[0], ""]
+        lines += quickstart_section(json.loads(qs.read_text()))
+    sw = RESULTS / "ldifs_sweep.json"
+    if sw.exists():
+        lines += ["## LDIFS and the quickstart's budget, calibrated (`bench/ldifs_sweep.py`)", "",
+                  sweep_tables(json.loads(sw.read_text())), ""]
     ml = RESULTS / "mini_llava.json"
     if ml.exists():
         r = json.loads(ml.read_text())
@@ -277,24 +275,152 @@ def mcit_page() -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def readme_table() -> None:
-    """Put the quickstart's measured table into README.md, between its two markers."""
-    qs = RESULTS / "quickstart.json"
-    readme = ROOT / "README.md"
-    start, end = "<!-- quickstart-table: written by bench/run_all.py --summary -->", "<!-- /quickstart-table -->"
-    text = readme.read_text()
-    if not qs.exists() or start not in text:
+def interval(v, lo=None, hi=None) -> str:
+    """A score in % with its 95% interval."""
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" if lo is None else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _iv(entry: dict, key: str) -> str:
+    i = entry.get(f"{key}_interval") or (None, None)
+    return interval(entry.get(key), *i)
+
+
+def build_line(zoo: dict | None) -> str:
+    if not zoo:
+        return "mini-CLIP build: unknown"
+    sha = zoo["sha256"]
+    sha = sha.get("model.safetensors", next(iter(sha.values()))) if isinstance(sha, dict) else sha
+    return f"mini-CLIP recipe {zoo['recipe_hash']}, weights sha256 {sha[:12]}, torch {zoo['torch']}"
+
+
+def quickstart_section(r: dict) -> list[str]:
+    lines = ["## Quickstart (`bench/quickstart.py`)", "",
+             "Budget: under 4 minutes with a warm cache, under 10 minutes on a fresh machine, under 4 GB, on 2 cores.", ""]
+    for k, label in (("fresh", "fresh cache (dataset conversion + mini-CLIP build + run)"), ("warm", "warm cache")):
+        if k in r:
+            lines.append(f"- {label}: {r[k]['wall_s']:.0f} s wall, peak memory {r[k]['peak_rss_mb']:.0f} MB")
+    if "build_reproduced" in r:
+        lines.append(f"- the fresh build's weights {'equal' if r['build_reproduced'] else 'DIFFER from'} the cached "
+                     f"build's ({build_line(r['fresh']['zoo'])})")
+    if "seeds" in r:
+        sd = r["seeds"]
+        c = sd["checks"]
+        lines += ["", f"Over seeds {sd['seeds']} (`{sd['command']}`, {sd['wall_s']:.0f} s; {build_line(sd['zoo'])}):",
+                  "", sd["markdown"], "", "Checks (issue 14's acceptance):", "",
+                  f"- LDIFS's zero-shot concept forgetting is {100 * c['ldifs_zs_forgetting_share']:.0f}% of fine-tuning's "
+                  f"(at most 50%: {'yes' if c['pass_zs_half'] else 'no'})",
+                  f"- LDIFS's MFT is {100 * c['ldifs_mft_share']:.1f}% of fine-tuning's "
+                  f"(at least 98%: {'yes' if c['pass_mft_98'] else 'no'})",
+                  "- paired difference in zero-shot forgetting, LDIFS minus fine-tuning: "
+                  + interval(c["paired_zs_difference"]["value"], c["paired_zs_difference"]["low"],
+                             c["paired_zs_difference"]["high"])
+                  + f" points (excludes zero: {'yes' if c['pass_paired_excludes_zero'] else 'no'})"]
+        if "ceiling" in c:
+            ce = c["ceiling"]
+            lines.append("- fine-tuning right after each task against the ceiling (10x the steps, all training items): "
+                         + "; ".join(f"{t} {100 * m:.1f} of {interval(x, *(i or (None, None)))} = {100 * sh:.0f}%"
+                                     for t, m, x, i, sh in zip(ce["tasks"], ce["finetune_mean"], ce["ceiling"],
+                                                               ce["ceiling_interval"] or [None] * len(ce["tasks"]),
+                                                               ce["share"]))
+                         + f" (at least 85%: {'yes' if c['pass_ceiling_85'] else 'no'})")
+        lines.append("")
+    return lines
+
+
+def sweep_tables(r: dict) -> str:
+    """The calibration sweep's tables: ceiling, alpha by normalisation and learning rate, trade-off."""
+    g = r["groups"]
+    out = [f"Every run is `configs/quickstart.yaml` (seed 0) with the group's overrides; scores in % with 95% "
+           f"intervals by bootstrap over test items; {build_line(r.get('zoo_build'))}. Commands: "
+           + "; ".join(f"`{v}`" for k, v in r["commands"].items() if k in r["wall_s"]) + "."]
+    if "ceiling" in g and "finetune" in g["ceiling"]:
+        ce = g["ceiling"]["finetune"]
+        qs = g.get("alpha", {}).get("finetune")
+        out += ["", "Ceiling: plain fine-tuning with 10x the quickstart's steps on all training items, accuracy right "
+                    "after each task.", "", "| task | ceiling | quickstart fine-tuning (seed 0) | share |", "|---|---|---|---|"]
+        for i, t in enumerate(ce["sequence"]):
+            civ = (ce["diagonal_interval"] or [None] * len(ce["sequence"]))[i] or (None, None)
+            q = qs["diagonal"][i] if qs else None
+            qiv = ((qs or {}).get("diagonal_interval") or [None] * len(ce["sequence"]))[i] or (None, None)
+            share = "-" if q is None else f"{100 * q / ce['diagonal'][i]:.0f}%"
+            out.append(f"| {t} | {interval(ce['diagonal'][i], *civ)} | {interval(q, *qiv)} | {share} |")
+    if g.get("budget"):
+        ce = g.get("ceiling", {}).get("finetune")
+        out += ["", "Budget: plain fine-tuning alone (no probes), accuracy right after each task, and the "
+                    "seconds of training and evaluation (`budget`):", "",
+                "| run | " + " | ".join(f"{t} (share of ceiling)" for t in next(iter(g["budget"].values()))["sequence"])
+                + " | seconds |", "|---|---|---|---|"]
+        for name, e in sorted(g["budget"].items(), key=lambda kv: kv[0] != "budget-epoch-cap"):
+            cells = []
+            for i, d in enumerate(e["diagonal"]):
+                iv = (e.get("diagonal_interval") or [None] * len(e["diagonal"]))[i] or (None, None)
+                share = f" ({100 * d / ce['diagonal'][i]:.0f}%)" if ce else ""
+                cells.append(interval(d, *iv) + share)
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {e['seconds']:.0f} |")
+        out += ["", "`budget-epoch-cap` is the earlier preset (`epochs: 1`, `max_steps: 100`, lr 3e-4, 3000 items): "
+                    "one epoch ended each task before max_steps."]
+    titles = {"alpha": "LDIFS with the reference normalisation (token), quickstart lr",
+              "alpha-channel": "LDIFS with the per-token normalisation (channel), quickstart lr",
+              "alpha-lr": "a third of the quickstart's learning rate",
+              "tradeoff": "the other methods (the trade-off plot's points)"}
+    for name, title in titles.items():
+        if not g.get(name):
+            continue
+        out += ["", f"{title} (`{name}`):", "", "| run | MFT | ZS delta (mean) | LP delta (mean) | ZS ECE change |",
+                "|---|---|---|---|---|"]
+        for label, e in sorted(g[name].items(), key=lambda kv: (kv[1]["method"], kv[1]["options"].get("alpha", 0),
+                                                                   kv[1]["options"].get("weight", 0))):
+            ece = "-" if e.get("zs_ece_change") is None else f"{100 * e['zs_ece_change']:+.1f}"
+            out.append(f"| {label} | {_iv(e, 'MFT')} | {_iv(e, 'zs_delta')} | {_iv(e, 'lp_delta')} | {ece} |")
+    halves = []
+    for name, lr in (("alpha", r["quickstart_train"]["lr"]), ("alpha-lr", r["quickstart_train"]["lr"] / 3)):
+        runs = g.get(name, {})
+        ft = runs.get("finetune")
+        if not ft:
+            continue
+        ok = sorted(e["options"]["alpha"] for e in runs.values()
+                    if e["method"] == "ldifs" and e["zs_delta"] >= 0.5 * ft["zs_delta"])
+        halves.append(f"at lr {lr:g} fine-tuning's zero-shot delta is {100 * ft['zs_delta']:.1f} points and LDIFS "
+                      + (f"halves it from alpha {ok[0]:g} on the grid" if ok else "does not halve it on the grid"))
+    if halves:
+        out += ["", "Learning rate and alpha, read off the two tables: " + "; ".join(halves) + "."]
+    if r.get("chosen_alpha"):
+        ch = r["chosen_alpha"]
+        out += ["", f"Chosen for the quickstart: alpha {ch['alpha']:g} (`{ch['label']}`); the rule: {ch['rule']}"]
+    return "\n".join(out)
+
+
+def replace_block(path: Path, marker: str, text: str) -> None:
+    """Put `text` between `<!-- marker: written by bench/run_all.py --summary -->` and `<!-- /marker -->`."""
+    start, end = f"<!-- {marker}: written by bench/run_all.py --summary -->", f"<!-- /{marker} -->"
+    body = path.read_text()
+    if start not in body:
         return
-    r = json.loads(qs.read_text())
-    run = r.get("warm") or r["fresh"]
-    table = f"{run['table']}\n\n(`bench/quickstart.py`, {r['date']}, {r['cores']} CPU cores; also in docs/benchmarks.md)"
-    head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+    head, rest = body.split(start, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
+def readme_table() -> None:
+    """Put the quickstart's measured table (three seeds, paired) into README.md, and the
+    sweep into docs/guide/ldifs.md, between their markers."""
+    qs = RESULTS / "quickstart.json"
+    if qs.exists():
+        r = json.loads(qs.read_text())
+        if "seeds" in r:
+            sd = r["seeds"]
+            text = (f"{sd['markdown']}\n\n(`bench/quickstart.py`, {r['date']}, {r['cores']} CPU cores, seeds {sd['seeds']}; "
+                    f"{build_line(sd['zoo'])}; also in docs/benchmarks.md)")
+            replace_block(ROOT / "README.md", "quickstart-table", text)
+    sw = RESULTS / "ldifs_sweep.json"
+    if sw.exists():
+        replace_block(ROOT / "docs" / "guide" / "ldifs.md", "ldifs-sweep", sweep_tables(json.loads(sw.read_text())))
 
 
 def main() -> None:
     if "--summary" not in sys.argv:
-        for script in ("ldifs_step.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
+        for script in ("ldifs_step.py", "ldifs_sweep.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
                        "mcit_throughput.py", "mcit_offline.py", "wings_step.py", "wings_study.py",
                        "multimon_mine.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)

@@ -72,6 +72,12 @@ def test_run_compare_report_end_to_end(tmp_path, tiny_clip_dir):
     assert table.count("\n| ") >= 3
     out = retain("compare", group / "finetune", group / "ldifs", "--out", tmp_path).stdout
     assert "finetune" in out and "ldifs" in out and (tmp_path / "comparison.csv").exists()
+    assert "Paired differences against finetune" in out and "| ldifs |" in out.split("Paired differences")[1]
+    out = retain("compare", group, "--baseline", "ldifs", "--out", tmp_path).stdout
+    paired = out.split("Paired differences against ldifs")[1]
+    assert "| finetune |" in paired and "| wise_ft |" in paired and "| ldifs |" not in paired
+    bad = retain("compare", group, "--baseline", "ldfis", check=False)
+    assert bad.returncode == 2 and "Baseline 'ldfis' is not among the compared runs" in bad.stderr
     (group / "finetune" / "report.html").unlink()
     retain("report", group / "finetune")
     assert (group / "finetune" / "report.html").exists()
@@ -167,7 +173,7 @@ def test_multi_process_accelerate_launch(tmp_path, tiny_clip_dir):
     assert (tmp_path / "runs" / "tiny" / "comparison.md").exists()
 
 
-def test_several_seeds_give_mean_and_spread(tmp_path, tiny_clip_dir):
+def test_several_seeds_give_mean_and_t_interval(tmp_path, tiny_clip_dir):
     retain("run", tiny_config(tmp_path, tiny_clip_dir, sequence=["digits"], seeds=[0, 1]))
     runs = [json.loads((tmp_path / "runs" / "tiny" / "finetune" / f"seed-{s}" / "results.json").read_text())
             for s in (0, 1)]
@@ -177,6 +183,8 @@ def test_several_seeds_give_mean_and_spread(tmp_path, tiny_clip_dir):
     row = next(line for line in table.splitlines() if line.startswith("| finetune |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "2"  # seeds
-    assert cells[2] == f"{100 * np.mean(mft):.1f} ± {100 * np.std(mft, ddof=1):.1f}"
+    half = 12.706205 * np.std(mft, ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+    assert cells[2] == f"{100 * np.mean(mft):.1f} [{100 * (np.mean(mft) - half):.1f}, {100 * (np.mean(mft) + half):.1f}]"
+    assert cells[-1] == "t-interval over seeds (2)"
     again = retain("compare", str(tmp_path / "runs" / "tiny"))
     assert row in again.stdout

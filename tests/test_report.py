@@ -94,9 +94,15 @@ def test_run_report_in_a_browser(browser, tiny_runs):
     res = results(tiny_runs, "ldifs")
     # the metric table shows the run's numbers, the heatmap is the accuracy matrix's figure
     cells = [td.text for td in browser.find_element(By.ID, "metrics").find_elements(By.TAG_NAME, "td")]
-    assert cells[0] == f"{100 * res['metrics']['MFT']:.1f}" and cells[3] == f"{100 * res['metrics']['BWT']:.1f}"
+    iv = res["intervals"]["metrics"]
+    for cell, key in ((cells[0], "MFT"), (cells[3], "BWT")):  # each score with its 95% interval
+        assert cell == f"{100 * res['metrics'][key]:.1f} [{100 * iv[key][0]:.1f}, {100 * iv[key][1]:.1f}]"
+    assert "bootstrap over test items" in browser.find_element(By.ID, "metrics").text
     cf = browser.find_element(By.ID, "concept-forgetting").text
-    assert "animal-mnist" in cf and f"{100 * res['concept_forgetting']['zero_shot']['delta']['animal-mnist']:.1f}" in cf
+    delta = res["concept_forgetting"]["zero_shot"]["delta"]["animal-mnist"]
+    low, high = res["intervals"]["concept_forgetting"]["zero_shot"]["delta"]["animal-mnist"]
+    assert "animal-mnist" in cf and f"{100 * delta:.1f} [{100 * low:.1f}, {100 * high:.1f}]" in cf
+    assert "ECE" in cf
     config = browser.find_element(By.ID, "config").text
     assert "torch" in config and "seed" in config
     nav = [a.get_attribute("href").split("#")[1] for a in browser.find_elements(By.CSS_SELECTOR, "nav a")]
@@ -107,9 +113,21 @@ def test_comparison_report_in_a_browser(browser, tiny_runs):
     from selenium.webdriver.common.by import By
 
     _check_page(browser, tiny_runs / "runs" / "tiny" / "comparison.html",
-                ["metrics", "accuracy-matrix", "task-curves", "concept-forgetting", "config"])
+                ["metrics", "paired", "trade-off", "accuracy-matrix", "task-curves", "concept-forgetting", "config"])
     rows = browser.find_element(By.ID, "metrics").find_elements(By.CSS_SELECTOR, "tbody tr")
     assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == ["finetune", "ldifs"]
+    res = results(tiny_runs, "ldifs")
+    mft = rows[1].find_elements(By.TAG_NAME, "td")[1].text  # the score and its interval, as results.json has them
+    low, high = res["intervals"]["metrics"]["MFT"]
+    assert mft == f"{100 * res['metrics']['MFT']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+    # the paired table: ldifs minus finetune with its interval; the trade-off plot rendered as an image
+    paired = browser.find_element(By.ID, "paired").find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [r.find_element(By.TAG_NAME, "td").text for r in paired] == ["ldifs"]
+    assert "[" in paired[0].find_elements(By.TAG_NAME, "td")[1].text
+    plot = browser.find_element(By.ID, "trade-off").find_elements(By.TAG_NAME, "img")
+    assert len(plot) == 1 and plot[0].get_property("naturalWidth") > 300
+    browser.execute_script("arguments[0].scrollIntoView();", plot[0])
+    assert plot[0].is_displayed() and plot[0].size["width"] > 300
     assert len(browser.find_element(By.ID, "accuracy-matrix").find_elements(By.TAG_NAME, "img")) == 2
 
 
@@ -131,7 +149,11 @@ def test_run_report_sections_and_figures_without_a_browser(tiny_runs):
         "accuracy_matrix.png", "concept_forgetting.png", "probe_curves.png", "task_curves.png"]
     assert "http://" not in html and "https://" not in html
     res = json.loads((run / "results.json").read_text())
-    assert f"{100 * res['metrics']['MFN']:.1f}" in html
+    assert f"{100 * res['metrics']['MFN']:.1f} [" in html
+    comparison = (tiny_runs / "runs" / "tiny" / "comparison.html").read_text()
+    for sid in ("metrics", "paired", "trade-off"):
+        assert f"<section id='{sid}'>" in comparison
+    assert "Paired differences against finetune" in (tiny_runs / "runs" / "tiny" / "comparison.md").read_text()
 
 
 def test_mllm_run_report_shows_its_failure_images(browser, tmp_path, tiny_llava_dir):

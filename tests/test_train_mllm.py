@@ -43,6 +43,13 @@ def test_emt_study_run_end_to_end(tmp_path, tiny_llava_dir):
         assert res["probes"] == ["textile"]
         cf = res["concept_forgetting"]["emt"]
         assert cf["delta"]["textile"] == pytest.approx(curve[-1]["accuracy"]["textile"] - curve[0]["accuracy"]["textile"])
+        # MLLM scores carry their 95% intervals too, from the per-item EMT records
+        iv = res["intervals"]
+        assert iv["kind"] == "bootstrap over test items" and iv["items"] == {"digits": 6}
+        lo, hi = iv["concept_forgetting"]["emt"]["delta"]["textile"]
+        assert lo <= cf["delta"]["textile"] <= hi
+        lo, hi = iv["metrics"]["MFT"]
+        assert lo <= res["metrics"]["MFT"] <= hi
         run = tmp_path / "runs" / "tiny" / method
         assert len((run / "records" / "task-1-epoch-1.jsonl").read_text().splitlines()) == 12
         html = (run / "report.html").read_text()

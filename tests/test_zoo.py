@@ -95,3 +95,26 @@ def test_a_build_records_its_versions_and_weight_hashes(tmp_path, monkeypatch, c
     monkeypatch.setattr(zoo, "model_dir", lambda name, recipe=None: tmp_path)
     assert main(["zoo", "list"]) == 0
     assert f"weights model.safetensors {_digest(tmp_path)[:12]}" in capsys.readouterr().out
+
+
+def test_runs_record_which_build_they_used(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("RETAIN_CACHE", str(tmp_path))
+    assert zoo.build_info("hf:openai/clip-vit-base-patch32") is None
+    assert zoo.build_info("mini-clip") is None  # not built
+    folder = zoo.model_dir("mini-clip")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "build.json").write_text(json.dumps({"sha256": {"model.safetensors": "ab" * 32},
+                                                   "versions": {"torch": "2.13.0"}, "built": "today"}))
+    info = zoo.build_info("mini-clip")
+    assert info["sha256"]["model.safetensors"] == "ab" * 32
+    assert info["recipe_hash"] == zoo.recipe_hash(zoo.MINI_CLIP_RECIPE) and info["torch"] == "2.13.0"
+
+
+def test_build_runs_on_a_fixed_thread_count_with_deterministic_kernels():
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    with zoo.deterministic(1):
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    assert zoo.MINI_CLIP_RECIPE["build_threads"] == 2  # part of the recipe: it changes the weights' last bits

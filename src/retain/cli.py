@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="table of finished runs, methods as rows")
     p.add_argument("runs", nargs="+", help="run directories, or directories holding them")
     p.add_argument("--out", default=None, help="where to write comparison.* (default: the runs' common parent)")
+    p.add_argument("--baseline", default=None,
+                   help="method (or sweep label) the others are compared with, paired (default: finetune when present)")
 
     p = sub.add_parser("report", help="write report.html for a finished run (or a comparison for a folder of runs)")
     p.add_argument("run", help="a run, a folder of runs, a study, a mine or an eval folder")
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     from retain.config import load_config
+    from retain.methods.base import expand_methods
     from retain.methods import create_method
     from retain.models import model_family
     from retain.report import write_comparison, write_report
@@ -95,8 +98,9 @@ def cmd_run(args) -> int:
         from retain.train_mllm import run_mllm_method as run_method
     else:
         from retain.train import run_method
-    for name in cfg.methods:  # fail on a bad method name before any training
-        create_method(name, cfg.method_args.get(name), family=family)
+    variants = expand_methods(cfg)
+    for v in variants:  # fail on a bad method name or option (of every sweep value) before any training
+        create_method(v.method, v.args, family=family)
     unknown = set(cfg.method_args) - set(cfg.methods)
     if unknown:
         raise RetainError(f"method_args names {sorted(unknown)}, which are not in methods {cfg.methods}.")
@@ -106,11 +110,12 @@ def cmd_run(args) -> int:
 
     group = Path(cfg.output_dir) / cfg.name
     runs = []
-    for name in cfg.methods:
+    for v in variants:
         for seed in cfg.seeds or [cfg.seed]:
-            seeded = dataclasses.replace(cfg, seed=int(seed))
-            run_method(seeded, name, resume=args.resume)
-            runs.append(run_path(seeded, name))
+            seeded = dataclasses.replace(cfg, seed=int(seed), method_args={**cfg.method_args, v.method: v.args}
+                                         if v.method in cfg.method_args else cfg.method_args)
+            run_method(seeded, v.method, resume=args.resume, label=v.label)
+            runs.append(run_path(seeded, v.method, v.label))
     from retain.progress import is_main
 
     if not is_main():
@@ -220,7 +225,7 @@ def cmd_compare(args) -> int:
 
     runs = find_runs(args.runs)
     out = Path(args.out) if args.out else Path(_common_parent(runs))
-    print(write_comparison(runs, out))
+    print(write_comparison(runs, out, baseline=args.baseline))
     print(f"\nwritten: {out / 'comparison.md'}, {out / 'comparison.csv'}, {out / 'comparison.html'}")
     return 0
 

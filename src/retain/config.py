@@ -79,13 +79,14 @@ class RunConfig:
     methods: list = field(default_factory=lambda: ["finetune"])
     """methods to run, each in its own run directory"""
     method_args: dict = field(default_factory=dict)
-    """per-method options, e.g. {ldifs: {alpha: 10}}"""
+    """per-method options, e.g. {ldifs: {alpha: 10}}; a list for an option that is not list-typed is a sweep,
+    one run per value (runs <method>-<option>-<value>/), e.g. {ldifs: {alpha: [10, 100]}}"""
     plugins: list = field(default_factory=list)
     """.py files of your own methods, imported before the methods are created (docs/new_method.md)"""
     seed: int = 0
     """random seed for everything"""
     seeds: list = field(default_factory=list)
-    """repeat every method with each of these seeds (runs <method>/seed-<s>/; tables show mean and spread)"""
+    """repeat every method with each of these seeds (runs <method>/seed-<s>/; tables show the mean and its 95% t-interval)"""
     output_dir: str = "runs"
     """where run directories go"""
     report_to: list = field(default_factory=list)

@@ -37,9 +37,10 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_path(cfg, method_name: str) -> Path:
-    """<output_dir>/<name>/<method>/, or .../<method>/seed-<s>/ when the config repeats seeds."""
-    path = Path(cfg.output_dir) / cfg.name / method_name
+def run_path(cfg, method_name: str, label: str | None = None) -> Path:
+    """<output_dir>/<name>/<label>/, or .../<label>/seed-<s>/ when the config repeats seeds;
+    the label (a sweep's variant, e.g. ldifs-alpha-100) defaults to the method's name."""
+    path = Path(cfg.output_dir) / cfg.name / (label or method_name)
     return path / f"seed-{cfg.seed}" if cfg.seeds else path
 
 

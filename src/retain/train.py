@@ -21,11 +21,12 @@ import time
 import numpy as np
 import torch
 
-from retain import metrics
+from retain import metrics, zoo
 from retain.config import RunConfig, to_dict
 from retain.data import load_task
 from retain.errors import RetainError
 from retain.eval.classification import linear_probe, zero_shot
+from retain.intervals import evidence
 from retain.methods.base import Method, TaskContext, create_method, options_dict
 from retain.models import load_dual_encoder
 from retain.models.classifier import ImageClassifier
@@ -55,10 +56,10 @@ def make_accelerator(cfg: RunConfig, run: RunDir):
     return accelerator, names
 
 
-def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
+def run_method(cfg: RunConfig, method_name: str, resume: bool = False, label: str | None = None) -> dict:
     """Train `method_name` through `cfg.sequence`, evaluate, and return results.json's content."""
     method = create_method(method_name, cfg.method_args.get(method_name), family="dual_encoder")
-    run = RunDir(run_path(cfg, method_name))
+    run = RunDir(run_path(cfg, method_name, label))
     resolved = {**to_dict(cfg), "method": method_name, "method_options": options_dict(method)}
     status = run.prepare(resolved, resume)
     if status == "done":
@@ -74,7 +75,9 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
         encoder = load_dual_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
     model = ImageClassifier(encoder, tasks).to(accelerator.device)
     method.setup(model)
-    probe_heads = {p.name: encoder.zero_shot_head(p.class_names, p.templates) for p in probes}
+    # the pre-trained model's class embeddings at its temperature: confidences for calibration
+    scale = encoder.logit_scale.detach().exp()
+    probe_heads = {p.name: encoder.zero_shot_head(p.class_names, p.templates) * scale for p in probes}
     limit = cfg.train.train_limit or None
     train_splits = [t.split("train").subset(limit, seed=cfg.seed) for t in tasks]
 
@@ -126,10 +129,11 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
         if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
             os.kill(os.getpid(), signal.SIGKILL)
 
-    results = assemble_results(cfg, method_name, tasks, probes, state)
+    results = assemble_results(cfg, method_name, tasks, probes, state, label=label)
     tracker.log_metrics(results)
     tracker.finish()
     if accelerator.is_main_process:
+        results.update(evidence(run.path, results))  # 95% intervals and calibration, from the per-item records
         run.write_results(results)
         run.log(f"finished: {results['metrics']}")
     accelerator.wait_for_everyone()
@@ -182,6 +186,9 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
     optimizer, loader = accelerator.prepare(optimizer, loader)
     total = tc.epochs * len(loader)
     if tc.max_steps:
+        if total < tc.max_steps:  # a cap nobody sees is a setting nobody documented
+            say(f"[{method.name}] {name}: {total} steps ({tc.epochs} epoch(s) of {len(loader)} batches), fewer than "
+                f"train.max_steps {tc.max_steps}; raise train.epochs to train {tc.max_steps} steps")
         total = min(total, tc.max_steps)
     warmup = min(tc.warmup_steps, total)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
@@ -267,10 +274,11 @@ def evaluate(model: ImageClassifier, tasks, probes, probe_heads, cfg: RunConfig,
     return row, zs, lp, records
 
 
-def assemble_results(cfg: RunConfig, method_name: str, tasks, probes, state: dict) -> dict:
+def assemble_results(cfg: RunConfig, method_name: str, tasks, probes, state: dict, label: str | None = None) -> dict:
     A = np.asarray(state["rows"])
     out = {
         "method": method_name,
+        "label": label or method_name,
         "model": cfg.model,
         "seed": cfg.seed,
         "sequence": [t.name for t in tasks],
@@ -279,6 +287,7 @@ def assemble_results(cfg: RunConfig, method_name: str, tasks, probes, state: dic
         "metrics": metrics.summary(A),
         "final_task_accuracy": dict(zip([t.name for t in tasks], A[-1].tolist())),
         "probe_zero_shot_curve": state["probe_zero_shot"],
+        "model_build": zoo.build_info(cfg.model),  # which zoo build (weights' sha256) the numbers come from
         "concept_forgetting": {},
     }
     zs_before, zs_after = state["probe_zero_shot"][0], state["probe_zero_shot"][-1]

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from retain import metrics
+from retain import metrics, zoo
 from retain.config import RunConfig, to_dict
 from retain.data import load_task
 from retain.data.instruct import load_instruction_task, task_name
@@ -49,13 +49,13 @@ def check_config(cfg: RunConfig) -> None:
                           f"{' or '.join(TRAIN_MODES)} (the LLM judge is for `retain eval`).")
 
 
-def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> dict:
+def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False, label: str | None = None) -> dict:
     """Train `method_name` through `cfg.sequence` on an MLLM, evaluate, return results.json's content."""
     from retain.models.mllm import load_mllm
 
     method = create_method(method_name, cfg.method_args.get(method_name), family="mllm")
     check_config(cfg)
-    run = RunDir(run_path(cfg, method_name))
+    run = RunDir(run_path(cfg, method_name, label))
     resolved = {**to_dict(cfg), "family": "mllm", "method": method_name, "method_options": options_dict(method)}
     status = run.prepare(resolved, resume)
     if status == "done":
@@ -142,10 +142,13 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False) -> d
         if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
             os.kill(os.getpid(), signal.SIGKILL)
 
-    results = assemble_results(cfg, method_name, [t.name for t in tasks], state)
+    results = assemble_results(cfg, method_name, [t.name for t in tasks], state, label=label)
     tracker.log_metrics(results)
     tracker.finish()
     if accelerator.is_main_process:
+        from retain.intervals import evidence
+
+        results.update(evidence(run.path, results))  # 95% intervals, from the per-item records
         run.write_results(results)
         run.log(f"finished: {results['metrics']}")
     accelerator.wait_for_everyone()
@@ -262,13 +265,14 @@ def _load_parameters(mllm, params: dict, run: RunDir) -> None:
             named[n].copy_(v.to(named[n].device, named[n].dtype))
 
 
-def assemble_results(cfg: RunConfig, method_name: str, names: list[str], state: dict) -> dict:
+def assemble_results(cfg: RunConfig, method_name: str, names: list[str], state: dict, label: str | None = None) -> dict:
     A = np.asarray(state["rows"])
     first, last = state["points"][0]["accuracy"], state["points"][-1]["accuracy"]
     held_out = [n for n in first if n not in names]
     return {
         "family": "mllm",
         "method": method_name,
+        "label": label or method_name,
         "model": cfg.model,
         "seed": cfg.seed,
         "sequence": names,
@@ -276,6 +280,7 @@ def assemble_results(cfg: RunConfig, method_name: str, names: list[str], state: 
         "accuracy_matrix": A.tolist(),
         "metrics": metrics.summary(A),
         "final_task_accuracy": dict(zip(names, A[-1].tolist())),
+        "model_build": zoo.build_info(cfg.model),
         "evaluation": {"emt_mode": cfg.eval.emt_mode, "datasets": list(first), "curve": state["points"],
                 "encoder": cfg.eval.encoder or DEFAULT_ENCODERS.get(cfg.model),
                 "encoder_zero_shot": state.get("encoder_zero_shot")},

@@ -13,6 +13,7 @@ recipe always gives the same folder, and a finished folder is never rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,6 +48,7 @@ MINI_CLIP_RECIPE: dict = {
     "weight_decay": 0.1,
     "warmup_steps": 50,
     "seed": 0,
+    "build_threads": 2,
 }
 
 MINI_LLAVA_RECIPE: dict = {
@@ -109,6 +111,19 @@ def mark_built(folder: Path, start: float) -> None:
     (folder / "DONE").write_text(f"built in {time.time() - start:.0f} s\n")
 
 
+def build_info(name: str) -> dict | None:
+    """Which build of zoo model `name` a run used: recipe hash and weights' sha256 (None for
+    a model outside the zoo, or one not built)."""
+    if name not in RECIPES:
+        return None
+    info = model_dir(name) / "build.json"
+    if not info.exists():
+        return None
+    b = json.loads(info.read_text())
+    return {"name": name, "recipe_hash": recipe_hash(RECIPES[name]), "sha256": b["sha256"],
+            "torch": b["versions"].get("torch"), "built": b.get("built")}
+
+
 def build(name: str, progress: bool = True, recipe: dict | None = None, force: bool = False) -> Path:
     """Build zoo model `name` into its cache folder (atomically) and print its zero-shot accuracy."""
     recipe = recipe or RECIPES[name]
@@ -123,7 +138,8 @@ def build(name: str, progress: bool = True, recipe: dict | None = None, force: b
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         start = time.time()
-        model, spec = _train_mini_clip(recipe, progress)
+        with deterministic(recipe.get("build_threads", 2)):
+            model, spec = _train_mini_clip(recipe, progress)
         model.save(tmp, spec)
         scores = zero_shot_table(model)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
@@ -139,6 +155,27 @@ def build(name: str, progress: bool = True, recipe: dict | None = None, force: b
     say("zero-shot accuracy (test split): " + ", ".join(
         f"{k} {v:.3f}{' (held out)' if k in recipe['held_out'] else ''}" for k, v in scores.items()))
     return target
+
+
+@contextlib.contextmanager
+def deterministic(threads: int):
+    """Deterministic kernels and a fixed intra-op thread count for the duration of a build.
+
+    A float reduction split over a different number of threads sums in another order, so
+    a build on 2 cores and one on 16 differ in the last bits and then drift apart over
+    hundreds of steps. With the thread count fixed (the recipe's `build_threads`) two
+    builds of one recipe on the same torch version and CPU instruction set are
+    bit-identical; across CPU instruction sets (AVX2 against AVX-512) kernels may still
+    differ, which `build.json`'s weight hashes show.
+    """
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
 
 
 def zero_shot_table(model, limit: int = 2000) -> dict[str, float]:

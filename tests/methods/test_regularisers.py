@@ -59,6 +59,24 @@ def test_two_normalisations_differ():
     assert float(ldifs_distance(cur, fro, "channel")) != pytest.approx(float(ldifs_distance(cur, fro, "token")))
 
 
+def test_default_is_the_reference_codes_normalisation_at_the_papers_alpha():
+    """omegafragger/ldifs_code normalises (B, T, D) taps over dim 1 (tokens); retain's default does too,
+    with the paper's alpha, and the two axes differ by about D/T for unit-norm features."""
+    from retain.methods.ldifs import PAPER_ALPHA, LDIFSOptions
+
+    opts = LDIFSOptions()
+    assert opts.normalize == "token" and opts.alpha == PAPER_ALPHA == 10.0
+    g = torch.Generator().manual_seed(2)
+    cur = [torch.randn(2, 6, 3, generator=g)]
+    fro = [torch.randn(2, 6, 3, generator=g)]
+    assert float(ldifs_distance(cur, fro)) == pytest.approx(_ldifs_by_loops(cur, fro, "token"), rel=1e-5)
+    # T = 17, D = 192 (mini-CLIP's taps): independent directions give 2/T against 2/D per entry
+    cur = [torch.randn(64, 17, 192, generator=g, dtype=torch.float64)]
+    fro = [torch.randn(64, 17, 192, generator=g, dtype=torch.float64)]
+    ratio = float(ldifs_distance(cur, fro, "token") / ldifs_distance(cur, fro, "channel"))
+    assert ratio == pytest.approx(192 / 17, rel=0.05)
+
+
 def test_l2sp_penalty_equals_half_squared_distance():
     p = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
     a = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]

@@ -37,32 +37,44 @@ class ClassificationResult:
     accuracy: float
     predictions: np.ndarray
     labels: np.ndarray
+    confidence: np.ndarray | None = None
+    """probability the classifier gave its prediction (for calibration), per item"""
 
     def records(self, task: str, evaluator: str) -> list[dict]:
-        """Per-item records, so that every score can be audited."""
-        return [{"task": task, "evaluator": evaluator, "index": i, "label": int(y),
-                 "prediction": int(p), "correct": bool(p == y)}
-                for i, (p, y) in enumerate(zip(self.predictions, self.labels))]
+        """Per-item records, so that every score can be audited (and resampled for intervals)."""
+        out = [{"task": task, "evaluator": evaluator, "index": i, "label": int(y),
+                "prediction": int(p), "correct": bool(p == y)}
+               for i, (p, y) in enumerate(zip(self.predictions, self.labels))]
+        if self.confidence is not None:
+            for rec, c in zip(out, self.confidence):
+                rec["confidence"] = round(float(c), 6)
+        return out
 
 
 def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> ClassificationResult:
+    """Accuracy of argmax predictions; confidence is the softmax of the logits as given."""
     pred = logits.argmax(-1).cpu().numpy()
-    return ClassificationResult(float((pred == labels).mean()), pred, labels)
+    conf = torch.softmax(logits.double(), -1).max(-1).values.cpu().numpy()
+    return ClassificationResult(float((pred == labels).mean()), pred, labels, conf)
 
 
 def zero_shot(model: DualEncoder, task: Task, split: str = "test", limit: int | None = None,
-              head: torch.Tensor | None = None) -> ClassificationResult:
+              head: torch.Tensor | None = None, scale: float | None = None) -> ClassificationResult:
     """Zero-shot accuracy: nearest class embedding, templates averaged.
 
     Args:
         head: (C, E) class embeddings to use instead of this model's own text tower
             (concept forgetting uses the pre-trained text encoder's head).
+        scale: temperature of the softmax whose maximum is each item's confidence
+            (logits = scale * cosine); default the model's own logit scale for its own
+            head, 1 for a given head (a task head already holds its scale).
     """
     data = task.split(split).subset(limit)
     if head is None:
         head = model.zero_shot_head(task.class_names, task.templates)
+        scale = float(model.logit_scale.detach().exp()) if scale is None else scale
     feats = image_features(model, data, desc=f"zero-shot {task.name}")
-    return accuracy_of(feats @ head.float().cpu().T, data.labels)
+    return accuracy_of(feats @ head.float().cpu().T * (1.0 if scale is None else scale), data.labels)
 
 
 def linear_probe(model: DualEncoder, task: Task, limit: int | None = None,
@@ -82,6 +94,7 @@ def linear_probe(model: DualEncoder, task: Task, limit: int | None = None,
     clf = LogisticRegression(C=best_c, max_iter=1000, random_state=seed)
     clf.fit(np.concatenate([feats["train"], feats["val"]]),
             np.concatenate([splits["train"].labels, splits["val"].labels]))
-    pred = clf.predict(feats["test"])
+    proba = clf.predict_proba(feats["test"])
+    pred = clf.classes_[proba.argmax(1)]
     labels = splits["test"].labels
-    return ClassificationResult(float((pred == labels).mean()), pred, labels)
+    return ClassificationResult(float((pred == labels).mean()), pred, labels, proba.max(1))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_type_hints
 
 import torch
+import yaml
 
 from retain.errors import RetainError, suggest
 
@@ -192,3 +193,68 @@ def parameter_snapshot(params) -> list[torch.Tensor]:
 
 def options_dict(method: Method) -> dict:
     return dataclasses.asdict(method.opts)
+
+
+@dataclass
+class Variant:
+    """One run of a method: its registry name, its run-directory label and its (scalar) options."""
+
+    method: str
+    label: str
+    args: dict
+
+
+def expand_methods(cfg) -> list[Variant]:
+    """`cfg.methods` with their sweeps expanded, in config order, values in list order.
+
+    An option is swept when its value is a list and the method's Options declare it
+    otherwise than as a list; several swept options of one method give their Cartesian
+    product. A method without a swept option keeps its name as its label."""
+    import itertools
+
+    import retain.methods  # noqa: F401  (registers every method)
+    from retain.config import _coerce
+
+    out = []
+    for name in cfg.methods:
+        args = cfg.method_args.get(name)
+        if not isinstance(args, dict):  # none, or not a mapping: create_method says what is wrong
+            out.append(Variant(name, name, {} if args is None else args))
+            continue
+        hints = _option_types(METHODS.get(name))
+        swept = [k for k, v in args.items() if isinstance(v, list) and k in hints and not _is_list_type(hints[k])]
+        for k in swept:
+            if not args[k]:
+                raise RetainError(f"method_args.{name}.{k} is an empty list: a sweep needs at least one value.")
+        lists = [[_coerce(v, hints[k], f"method_args.{name}.{k}") for v in args[k]] for k in swept]
+        for values in itertools.product(*lists):
+            label = "-".join([name, *(f"{k}-{_label_value(v)}" for k, v in zip(swept, values))])
+            out.append(Variant(name, label, {**args, **dict(zip(swept, values))}))
+    return out
+
+
+def _option_types(method_cls) -> dict:
+    """Declared types of a method's options ({} for an unknown method: create_method names it)."""
+    opts = getattr(method_cls, "Options", None)
+    if opts is None or not dataclasses.is_dataclass(opts):
+        return {}
+    try:
+        return get_type_hints(opts)
+    except Exception:  # unresolvable annotations: read them as written
+        return {f.name: f.type for f in dataclasses.fields(opts)}
+
+
+def _is_list_type(typ) -> bool:
+    from typing import get_origin
+
+    return typ in (list, tuple, "list", "tuple") or get_origin(typ) in (list, tuple)
+
+
+def _label_value(value) -> str:
+    """A value as YAML prints it, floats without a trailing .0 (100.0 -> 100, 1e-05 -> 1e-05)."""
+    if isinstance(value, bool) or value is None:
+        return yaml.safe_dump(value).splitlines()[0]
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value).replace("/", "_")

@@ -6,9 +6,21 @@ Loss = CE + alpha * R with
 
 phi_l the image tower's tapped hidden states (the embedding output after the
 pre-LayerNorm and evenly spaced block outputs: blocks 3, 6, 9, 12 of a 12-block ViT),
-theta0 the model at the start of the current task, n division by the L2 norm:
-`channel` (default) normalises each token's feature vector, `token` normalises each
-channel across tokens, as the reference code's dim=1 on (B, T, D) features does.
+theta0 the model at the start of the current task, n division by the L2 norm.
+
+`normalize` picks the axis of n. `token` (default) is the reference code's
+(omegafragger/ldifs_code, loss/ldifs.py: F.normalize(features, dim=1) on (B, T, D)):
+each channel is divided by its norm over the T tokens. `channel` divides each token's
+D-vector by its norm instead. For unit vectors the squared difference averaged over
+(t, d) scales as 1/T (token) or 1/D (channel), so at one alpha the `channel` term is
+about D/T times weaker: 11x on mini-CLIP (D 192, T 17), 3.9x on ViT-B/16 at 224 px
+(768, 197). alpha must be chosen with the normalisation.
+
+The paper's alpha = 10 (`PAPER_ALPHA`, the option's default) belongs to its setting: lr
+1e-5, 500 warm-up steps, ViT-B at 224 px, many epochs. A shorter or faster schedule
+moves the features further per step, and the weight that holds them must grow with it:
+retain's quickstart (lr 3e-4, a few hundred steps, a 6-block tower) uses the alpha its
+sweep chose (docs/guide/ldifs.md, `bench/ldifs_sweep.py`).
 
 Inputs are not augmented, so the frozen model's tap features of an item never change
 within a task: they are computed the first time the item is seen (by a frozen copy of
@@ -27,14 +39,17 @@ import torch.nn.functional as F
 from retain.methods.base import Method, TaskContext, register
 
 
+PAPER_ALPHA = 10.0
+
+
 @dataclass
 class LDIFSOptions:
-    alpha: float = 10.0
-    """weight of the feature-distance regulariser"""
+    alpha: float = PAPER_ALPHA
+    """weight of the feature-distance regulariser (10: the paper's, for lr 1e-5 and long schedules)"""
     taps: list = field(default_factory=list)
     """tapped blocks (0 = embedding output); empty: embedding + 4 evenly spaced blocks"""
-    normalize: str = "channel"
-    """'channel' (over D, per token; default) or 'token' (over T, per channel; reference code)"""
+    normalize: str = "token"
+    """'token' (over T, per channel; the reference code's, default) or 'channel' (over D, per token)"""
     cache_frozen: bool = True
     """keep the frozen model's features of each item after its first step instead of recomputing"""
     cache_max_mb: float = 1024.0
@@ -54,7 +69,7 @@ def normalise(x: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"LDIFS normalize must be 'channel' or 'token', not {mode!r}")
 
 
-def ldifs_distance(current: list[torch.Tensor], frozen: list[torch.Tensor], mode: str = "channel") -> torch.Tensor:
+def ldifs_distance(current: list[torch.Tensor], frozen: list[torch.Tensor], mode: str = "token") -> torch.Tensor:
     """R of the docstring above for lists of (B, T, D) tap features."""
     per_item = torch.stack([
         (normalise(c, mode) - normalise(f.to(c), mode)).pow(2).flatten(1).mean(1)

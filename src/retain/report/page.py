@@ -80,10 +80,34 @@ def figures(items: list[tuple[str, bytes]]) -> str:
     return "<div class='grid'>" + "".join(figure(t, d) for t, d in items) + "</div>"
 
 
+class Estimate(tuple):
+    """A score with its 95% interval: (value, low, high); low and high None when unknown.
+    `noise` marks a difference whose interval holds zero."""
+
+    def __new__(cls, value, low=None, high=None, noise: bool | None = None):
+        self = super().__new__(cls, (value, low, high))
+        self.noise = noise
+        return self
+
+    @property
+    def value(self):
+        return self[0]
+
+    @property
+    def interval(self):
+        return None if self[1] is None else (self[1], self[2])
+
+
 def cell_text(v) -> str:
-    """A table cell as text: floats as percentages, (mean, spread) tuples as "m ± s", None as "-"."""
+    """A table cell as text: floats as percentages, an Estimate as "v [low, high]" (with "≈"
+    where a difference is within noise), (mean, spread) tuples as "m ± s", None as "-"."""
     if v is None:
         return "-"
+    if isinstance(v, Estimate):
+        if v.value is None:
+            return "-"
+        text = pct(v.value) if v.interval is None else f"{pct(v.value)} [{pct(v[1])}, {pct(v[2])}]"
+        return text + (" ≈" if v.noise else "")
     if isinstance(v, tuple):
         return f"{pct(v[0])} ± {pct(v[1])}"
     return pct(v) if isinstance(v, float) else str(v)
@@ -139,7 +163,7 @@ nav a{margin-right:1.2em;color:#1f3b57;text-decoration:none;font-size:.92em}
 main{padding:0 2em 2em;max-width:1300px}section{margin-top:1.6em;scroll-margin-top:4.5em}
 h2{border-bottom:2px solid #1f3b57;padding-bottom:.2em}
 .scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}td:first-child{white-space:nowrap}th{background:#f3f3f3}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:first-child{white-space:nowrap}th{background:#f3f3f3}
 .grid{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0}figcaption{font-size:.88em;color:#444}
 .grid img{max-width:600px}
 .gallery{display:flex;flex-wrap:wrap;gap:.8em}.example{width:120px;font-size:.8em}

@@ -18,10 +18,8 @@ import numpy as np
 from retain.errors import RetainError
 from retain.io import read_json, write_text
 from retain.report import page as P
-
-COLUMNS = [("MFT", "MFT (downstream)"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", "BWT"),
-           ("forgetting", "forgetting")]
-
+from retain.report.compare import (calibration_rows, comparison_rows, default_baseline, groups, paired_rows,
+                                   label_of, run_values, tradeoff_figure)
 
 def find_runs(paths: list[str]) -> list[Path]:
     """Run directories (those holding results.json) named directly, one level below, or
@@ -39,47 +37,6 @@ def find_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
-CF_KINDS = [("zero_shot", "ZS"), ("linear_probe", "LP"), ("emt", "EMT")]
-
-
-def comparison_rows(runs: list[Path]) -> tuple[list[str], list[list]]:
-    """Header and rows: one row per run, methods as rows."""
-    results = [read_json(r / "results.json") for r in runs]
-    probes = sorted({p for res in results for p in res["probes"]})
-    kinds = [(k, label) for k, label in CF_KINDS  # a kind no run measured on any dataset gets no column
-             if any(res.get("concept_forgetting", {}).get(k, {}).get("delta") for res in results)]
-    header = ["method"] + [label for _, label in COLUMNS] + [f"{label} delta (mean)" for _, label in kinds]
-    header += [f"{kinds[0][1]} delta {p}" for p in probes] if kinds else []
-    rows = []
-    seeded = [r.name.startswith("seed-") for r in runs]
-    for run, res in zip(runs, results):
-        cf = res.get("concept_forgetting", {})
-        unique = all(seeded) or len(set(r.name for r in runs)) == len(runs)
-        row = [res["method"] if unique else str(run)]
-        row += [res["metrics"][k] for k, _ in COLUMNS]
-        row += [cf.get(k, {}).get("mean_delta") for k, _ in kinds]
-        if kinds:
-            row += [cf.get(kinds[0][0], {}).get("delta", {}).get(p) for p in probes]
-        rows.append(row)
-    if all(seeded) and len({row[0] for row in rows}) < len(rows):
-        header, rows = ["method", "seeds"] + header[1:], mean_and_spread(rows)
-    return header, rows
-
-
-def mean_and_spread(rows: list[list]) -> list[list]:
-    """Rows of one method (several seeds) folded into one: (mean, standard deviation) per cell."""
-    out = []
-    for method in dict.fromkeys(r[0] for r in rows):
-        mine = [r[1:] for r in rows if r[0] == method]
-        cells = []
-        for column in zip(*mine):
-            values = [v for v in column if isinstance(v, (int, float))]
-            cells.append((float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
-                         if values else None)
-        out.append([method, len(mine), *cells])
-    return out
-
-
 def format_table(header: list[str], rows: list[list]) -> str:
     """A Markdown table of `cell_text` cells (numbers as percentages with one decimal)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -87,27 +44,51 @@ def format_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_comparison(runs: list[Path], out_dir: Path) -> str:
-    """Write comparison.md/.csv/.json and comparison.html into `out_dir`; return the Markdown."""
-    header, rows = comparison_rows(runs)
-    table = format_table(header, rows)
-    write_text(out_dir / "comparison.md", table + "\n\n" + NOTE + "\n")
-    buf = io.StringIO()
-    csv.writer(buf).writerows([header] + [[f"{c[0]:.6g} ± {c[1]:.6g}" if isinstance(c, tuple) else c for c in r]
-                                          for r in rows])
-    write_text(out_dir / "comparison.csv", buf.getvalue())
-    write_text(out_dir / "comparison.json", json.dumps({"header": header, "rows": rows, "runs": [str(r) for r in runs]}, indent=2))
+def write_comparison(runs: list[Path], out_dir: Path, baseline: str | None = None) -> str:
+    """Write comparison.md/.csv/.json and comparison.html into `out_dir`; return the Markdown.
+
+    Every score carries its 95% interval; with a `baseline` (default: finetune when it is
+    among the runs) each other row's paired difference against it follows the table."""
     results = [read_json(r / "results.json") for r in runs]
-    sections = [("metrics", "Metrics", P.table(header, rows) + f"<p class='note'>{P.esc(NOTE)} {P.esc(METRICS_NOTE)}</p>"),
-                ("accuracy-matrix", "Accuracy matrices",
-                 P.figures([(f"accuracy matrix: {_label(r, res)}", _heatmap(res, _label(r, res)))
-                            for r, res in zip(runs, results)]))]
+    header, rows = comparison_rows(runs, results)
+    table = format_table(header, rows)
+    baseline = baseline or default_baseline(results)
+    paired = paired_rows(runs, results, baseline) if baseline and len(groups(runs, results)) > 1 else None
+    md = table + "\n\n" + NOTE + " " + INTERVAL_NOTE + "\n"
+    if paired:
+        md += f"\nPaired differences against {baseline} ({paired[2]}; ≈: the interval holds zero, within noise):\n\n"
+        md += format_table(paired[0], paired[1]) + "\n"
+    write_text(out_dir / "comparison.md", md)
+    write_text(out_dir / "comparison.csv", _csv(header, rows))
+    if paired:
+        write_text(out_dir / "comparison_paired.csv", _csv(paired[0], paired[1]))
+    write_text(out_dir / "comparison.json", json.dumps(
+        {"header": header, "rows": _jsonable(rows), "runs": [str(r) for r in runs],
+         **({"paired": {"baseline": baseline, "pairing": paired[2], "header": paired[0],
+                        "rows": _jsonable(paired[1])}} if paired else {})}, indent=2))
+    sections = [("metrics", "Metrics", P.table(header, rows)
+                 + f"<p class='note'>{P.esc(NOTE)} {P.esc(INTERVAL_NOTE)} {P.esc(METRICS_NOTE)}</p>")]
+    if paired:
+        sections.append(("paired", f"Paired differences against {baseline}", P.table(paired[0], paired[1])
+                         + f"<p class='note'>{P.esc(paired[2])}. ≈: the 95% interval of the difference holds zero "
+                           "(within noise); only the other differences are claims.</p>"))
+    trade = tradeoff_figure(runs, results)
+    if trade is not None:
+        sections.append(("trade-off", "Downstream accuracy against concept forgetting",
+                         P.figures([("downstream accuracy (MFT) against concept forgetting, 95% intervals", trade)])))
+    sections.append(("accuracy-matrix", "Accuracy matrices",
+                     P.figures([(f"accuracy matrix: {_label(r, res)}", _heatmap(res, _label(r, res)))
+                                for r, res in zip(runs, results)])))
     curves = [("mean accuracy over the tasks seen so far", _seen_curve(runs, results))]
     curves += [(f"scores across fine-tuning: {res['method']}", _points_curves(res)) for res in results if "evaluation" in res]
     sections.append(("task-curves", "Curves across the sequence", P.figures(curves)))
     if any(res["probes"] for res in results):
-        sections.append(("concept-forgetting", "Concept forgetting",
-                         P.figures([("accuracy change on datasets outside the sequence", _cf_bars(runs, results))])))
+        body = P.figures([("accuracy change on datasets outside the sequence", _cf_bars(runs, results))])
+        ch, cr = calibration_rows(runs, results)
+        if cr:
+            body += ("<h3>Calibration of the probes (expected calibration error, 15 bins, mean over datasets)</h3>"
+                     + P.table(ch, cr))
+        sections.append(("concept-forgetting", "Concept forgetting", body))
     emt = [res for res in results if "evaluation" in res]
     if emt:
         h, r = points_rows(emt)
@@ -120,13 +101,40 @@ def write_comparison(runs: list[Path], out_dir: Path) -> str:
     sections.append(("config", "Runs, config and versions", body + P.config_section(runs[0])[2]))
     write_text(out_dir / "comparison.html", P.page("retain comparison", sections,
                                                     f"{len(runs)} runs on {' → '.join(results[0]['sequence'])}"))
-    return table
+    return md
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    """CSV with every interval cell as three columns (value, low, high), in fractions."""
+    wide = any(isinstance(c, P.Estimate) for r in rows for c in r)
+    cols = [i for i in range(len(header)) if any(isinstance(r[i], P.Estimate) for r in rows)] if wide else []
+    out_header = []
+    for i, h in enumerate(header):
+        out_header += [h, f"{h} low", f"{h} high"] if i in cols else [h]
+    lines = [out_header]
+    for r in rows:
+        line = []
+        for i, c in enumerate(r):
+            if i in cols:
+                e = c if isinstance(c, P.Estimate) else P.Estimate(c)
+                line += ["" if v is None else f"{v:.6g}" for v in e]
+            else:
+                line.append("" if c is None else f"{c:.6g}" if isinstance(c, float) else c)
+        lines.append(line)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(lines)
+    return buf.getvalue()
+
+
+def _jsonable(rows: list[list]) -> list[list]:
+    return [[{"value": c[0], "low": c[1], "high": c[2], **({"within_noise": c.noise} if c.noise is not None else {})}
+             if isinstance(c, P.Estimate) else c for c in r] for r in rows]
 
 
 def write_report(run: Path) -> Path:
     """Write `report.html` (and figures/) for one finished run."""
     res = read_json(run / "results.json")
-    figs = {"accuracy_matrix": _heatmap(res, res["method"]), "task_curves": _curves(res)}
+    figs = {"accuracy_matrix": _heatmap(res, label_of(res)), "task_curves": _curves(res)}
     if "probe_zero_shot_curve" in res:
         figs["probe_curves"] = _probe_curves(res)
     if "evaluation" in res:
@@ -134,18 +142,29 @@ def write_report(run: Path) -> Path:
     if res["probes"]:
         figs["concept_forgetting"] = _cf_bars([run], [res], by_kind=True)
     P.save_figures(run / "figures", figs)
-    m = res["metrics"]
+    values = run_values(res)
     header = ["MFT", "MFN", "MAA", "BWT", "forgetting", "forward transfer"]
-    row = [m["MFT"], m["MFN"], m["MAA"], m["BWT"], m["forgetting"], m["forward_transfer"]]
-    sections = [("metrics", "Metrics", P.table(header, [row]) + f"<p class='note'>{P.esc(METRICS_NOTE)}</p>"),
+    row = [values[k] for k in ("MFT", "MFN", "MAA", "BWT", "forgetting", "forward_transfer")]
+    kind = (res.get("intervals") or {}).get("kind")
+    note = f"Brackets: 95% interval ({kind}, {res['intervals']['replicates']} draws). " if kind else ""
+    sections = [("metrics", "Metrics", P.table(header, [row]) + f"<p class='note'>{P.esc(note + METRICS_NOTE)}</p>"),
                 ("accuracy-matrix", "Accuracy matrix", P.figures([("accuracy matrix (rows: after each task; "
                                                                     "columns: evaluated task)", figs["accuracy_matrix"])])),
                 ("task-curves", "Per-task accuracy across the sequence",
                  P.figures([(TITLES[k], figs[k]) for k in ("task_curves", "probe_curves", "score_curves") if k in figs]))]
-    cf_rows = [[kind, p, d["before"][p], d["after"][p], d["delta"][p]]
+    cal = res.get("calibration", {})
+
+    def ece(kind, when, p):
+        return cal.get(kind, {}).get(when, {}).get(p)
+
+    cf_rows = [[kind, p, values.get(f"cf:{kind}:{p}:before"), values.get(f"cf:{kind}:{p}:after"), values.get(f"cf:{kind}:{p}"),
+                ece(kind, "before", p), ece(kind, "after", p)]
                for kind, d in res["concept_forgetting"].items() for p in sorted(d["delta"])]
     if cf_rows:
-        cf = P.table(["evaluator", "dataset", "pre-trained", "after", "delta"], cf_rows)
+        cf = P.table(["evaluator", "dataset", "pre-trained", "after", "delta [95% interval]",
+                      "ECE pre-trained", "ECE after"], cf_rows)
+        cf += ("<p class='note'>ECE: expected calibration error of the evaluator's predictions (15 equal-width "
+               "confidence bins; in %, lower is better calibrated).</p>")
         cf += P.figures([(TITLES["concept_forgetting"], figs["concept_forgetting"])])
         sections.append(("concept-forgetting", "Concept forgetting", cf))
     if "evaluation" in res:
@@ -155,12 +174,14 @@ def write_report(run: Path) -> Path:
         sections.append(failure_section(run, res))
     sections.append(P.config_section(run))
     out = run / "report.html"
-    subtitle = f"{res['method']} on {' → '.join(res['sequence'])}; model {res['model']}, seed {res['seed']}"
-    write_text(out, P.page(f"retain report: {res['method']}", sections, subtitle))
+    subtitle = f"{label_of(res)} on {' → '.join(res['sequence'])}; model {res['model']}, seed {res['seed']}"
+    write_text(out, P.page(f"retain report: {label_of(res)}", sections, subtitle))
     return out
 
 
 NOTE = "Scores in %; deltas are fine-tuned minus pre-trained accuracy (negative = forgetting)."
+INTERVAL_NOTE = ("Brackets: 95% interval, by bootstrap over the test items for a single run, by the t-distribution "
+                 "over seeds for seed repeats (column '95% interval' says which).")
 METRICS_NOTE = ("MFT: mean accuracy of each task right after training on it; MFN: mean final accuracy; MAA: mean "
                 "over steps of the average accuracy on the tasks seen so far; BWT: mean change of a task's accuracy "
                 "from right after it to the end (negative = forgotten); forgetting: mean drop from a task's best "
@@ -172,7 +193,8 @@ TITLES = {"task_curves": "per-task accuracy across the sequence",
 
 
 def _label(run: Path, res: dict) -> str:
-    return f"{res['method']} (seed {res['seed']})" if run.name.startswith("seed-") else res["method"]
+    name = label_of(res)
+    return f"{name} (seed {res['seed']})" if run.name.startswith("seed-") else name
 
 
 def _config(run: Path) -> dict | None:
