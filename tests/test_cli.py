@@ -188,3 +188,14 @@ def test_several_seeds_give_mean_and_t_interval(tmp_path, tiny_clip_dir):
     assert cells[-1] == "t-interval over seeds (2)"
     again = retain("compare", str(tmp_path / "runs" / "tiny"))
     assert row in again.stdout
+
+
+def test_an_epoch_count_that_ends_a_task_before_max_steps_is_logged(tmp_path, tiny_clip_dir):
+    # 48 items in batches of 16: one epoch is 3 steps, fewer than max_steps 5
+    retain("run", tiny_config(tmp_path, tiny_clip_dir, sequence=["digits"], probes=[],
+                              train={"epochs": 1, "max_steps": 5}))
+    log = (tmp_path / "runs" / "tiny" / "finetune" / "log.txt").read_text()
+    assert "digits: 3 steps (1 epoch(s) of 3 batches), fewer than train.max_steps 5; raise train.epochs" in log
+    retain("run", tiny_config(tmp_path, tiny_clip_dir, sequence=["digits"], probes=[], name="enough",
+                              train={"epochs": 2, "max_steps": 5}))
+    assert "fewer than train.max_steps" not in (tmp_path / "runs" / "enough" / "finetune" / "log.txt").read_text()

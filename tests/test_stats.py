@@ -170,3 +170,19 @@ def test_paired_over_seeds_is_the_t_interval_of_per_seed_differences(tmp_path):
     assert mft.value == pytest.approx(0.0, abs=1e-12) and mft.noise is True  # within noise
     header, rows = comparison_rows(runs, results)
     assert header[1] == "seeds" and rows[0][1] == 3 and rows[0][-1] == "t-interval over seeds (3)"
+
+
+def test_runs_without_records_are_compared_without_paired_differences(tmp_path):
+    from retain.errors import RetainError
+    from retain.io import write_json
+    from retain.report import write_comparison
+
+    for name in ("finetune", "ldifs"):  # finished before per-item records were kept
+        write_json(tmp_path / name / "results.json", {
+            "method": name, "seed": 0, "model": "m", "sequence": ["a"], "probes": [], "accuracy_matrix": [[0.1], [0.8]],
+            "metrics": {"MFT": 0.8, "MFN": 0.8, "MAA": 0.8, "BWT": 0.0, "forgetting": 0.0}, "concept_forgetting": {}})
+    runs = [tmp_path / "finetune", tmp_path / "ldifs"]
+    md = write_comparison(runs, tmp_path)
+    assert "| ldifs |" in md and "No paired differences" in md and "records" in md
+    with pytest.raises(RetainError, match="records"):  # asked for by name: the reason, not a silent table
+        write_comparison(runs, tmp_path, baseline="finetune")

@@ -186,9 +186,12 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
     optimizer, loader = accelerator.prepare(optimizer, loader)
     total = tc.epochs * len(loader)
     if tc.max_steps:
-        if total < tc.max_steps:  # a cap nobody sees is a setting nobody documented
-            say(f"[{method.name}] {name}: {total} steps ({tc.epochs} epoch(s) of {len(loader)} batches), fewer than "
-                f"train.max_steps {tc.max_steps}; raise train.epochs to train {tc.max_steps} steps")
+        if total < tc.max_steps:  # a cap nobody sees is a setting nobody documented: say it, and log it
+            capped = (f"[{method.name}] {name}: {total} steps ({tc.epochs} epoch(s) of {len(loader)} batches), fewer "
+                      f"than train.max_steps {tc.max_steps}; raise train.epochs to train {tc.max_steps} steps")
+            say(capped)
+            if accelerator.is_main_process:
+                run.log(capped)
         total = min(total, tc.max_steps)
     warmup = min(tc.warmup_steps, total)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
