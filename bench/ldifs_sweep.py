@@ -141,25 +141,16 @@ def main() -> None:
                 "groups": {g: {k: v for name, _ in cmds if (RUNS / name).exists() for k, v in _prefixed(g, name).items()}
                            for g, cmds in plan.items()}})
     res["chosen_alpha"] = choose_alpha(res["groups"].get("alpha", {}))
-    zoo = _zoo_build()
-    if zoo:
-        res["zoo_build"] = zoo
+    from retain import zoo
+
+    build = zoo.build_info("mini-clip")  # which build the runs used (its weights' hash)
+    if build:
+        res["zoo_build"] = build
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({g: {k: (v["MFT"], v["zs_delta"]) for k, v in runs.items()} for g, runs in res["groups"].items()},
                      indent=1))
     print("chosen alpha:", res["chosen_alpha"])
-
-
-def _zoo_build() -> dict | None:
-    """Which mini-CLIP build the runs used (its weights' hash)."""
-    from retain import zoo
-
-    info = zoo.model_dir("mini-clip") / "build.json"
-    if not info.exists():
-        return None
-    b = json.loads(info.read_text())
-    return {"recipe_hash": zoo.recipe_hash(zoo.MINI_CLIP_RECIPE), "sha256": b["sha256"], "torch": b["versions"]["torch"]}
 
 
 if __name__ == "__main__":

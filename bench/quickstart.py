@@ -46,16 +46,11 @@ def measure(cache: str, out_dir: str, extra: list[str] = ()) -> dict:
 
 
 def build_hash(cache: str) -> dict | None:
-    """The recipe hash and weights' sha256 of the mini-CLIP build in `cache`."""
+    """Which mini-CLIP build is in `cache` (recipe hash, weights' sha256: `zoo.build_info`)."""
     os.environ["RETAIN_CACHE"] = cache
     from retain import zoo
 
-    info = zoo.model_dir("mini-clip") / "build.json"
-    if not info.exists():
-        return None
-    b = json.loads(info.read_text())
-    return {"recipe_hash": zoo.recipe_hash(zoo.MINI_CLIP_RECIPE), "sha256": b["sha256"]["model.safetensors"],
-            "torch": b["versions"]["torch"]}
+    return zoo.build_info("mini-clip")
 
 
 def seeds_evidence(cache: str) -> dict:
@@ -126,7 +121,7 @@ def main() -> None:
             print(f"warm cache: {results['warm']['wall_s']:.0f} s, peak {results['warm']['peak_rss_mb']:.0f} MB")
             print(results["warm"]["table"])
         if "fresh" in results and "warm" in results:
-            results["build_reproduced"] = results["fresh"]["zoo"] == results["warm"]["zoo"]
+            results["build_reproduced"] = results["fresh"]["zoo"]["sha256"] == results["warm"]["zoo"]["sha256"]
     results["seeds"] = seeds_evidence(warm_cache)
     print(results["seeds"]["markdown"])
     print(json.dumps(results["seeds"]["checks"], indent=1))

@@ -75,7 +75,7 @@ class RunItems:
         self.sequence, self.probes = res["sequence"], res["probes"]
         T = len(self.sequence)
         self.index = {}  # group key -> item indices
-        rows = [read_records(run, f"row-{t}") for t in range(T + 1)]
+        self.rows = rows = [read_records(run, f"row-{t}") for t in range(T + 1)]  # every record, read once
         self.tasks = []
         for j, name in enumerate(self.sequence):
             idx, scores = _aligned([_vector(r, name, TASK_EVALUATORS) for r in rows], f"{run}: {name}'s rows")
@@ -121,9 +121,11 @@ def _draw_statistics(items: RunItems, draws: dict[str, np.ndarray]) -> list[dict
     return [items.statistics({k: v[r] for k, v in draws.items()}) for r in range(R)]
 
 
-def run_intervals(run: Path, res: dict, replicates: int = stats.REPLICATES, seed: int = 0) -> dict:
-    """The `intervals` block of results.json: 95% bootstrap intervals over test items."""
-    items = RunItems(run, res)
+def run_intervals(run: Path, res: dict, replicates: int = stats.REPLICATES, seed: int = 0,
+                  items: RunItems | None = None) -> dict:
+    """The `intervals` block of results.json: 95% bootstrap intervals over test items
+    (`items`: the run's records when already read)."""
+    items = items or RunItems(run, res)
     draws = stats.resample_means(items.groups(), replicates, seed)
     per_draw = _draw_statistics(items, draws)
     out = {"kind": stats.KIND_ITEMS, "level": stats.LEVEL, "replicates": replicates, "seed": seed,
@@ -143,17 +145,21 @@ def run_intervals(run: Path, res: dict, replicates: int = stats.REPLICATES, seed
 def evidence(run: Path, res: dict) -> dict:
     """What results.json adds to a finished run's scores: `intervals` and, where the
     predictions carry confidences, `calibration`."""
-    out = {"intervals": run_intervals(run, res)}
-    cal = calibration(run, res)
+    items = RunItems(run, res)
+    out = {"intervals": run_intervals(run, res, items=items)}
+    cal = calibration(run, res, items=items)
     if cal:
         out["calibration"] = cal
     return out
 
 
-def calibration(run: Path, res: dict) -> dict:
-    """ECE (15 bins) of the probes' zero-shot and linear-probe predictions before and after."""
-    T = len(res["sequence"])
-    first, last = read_records(run, "row-0"), read_records(run, f"row-{T}")
+def calibration(run: Path, res: dict, items: RunItems | None = None) -> dict:
+    """ECE (15 bins) of the probes' zero-shot and linear-probe predictions before and after
+    (`items`: the run's records when already read)."""
+    if items is not None:
+        first, last = items.rows[0], items.rows[-1]
+    else:
+        first, last = read_records(run, "row-0"), read_records(run, f"row-{len(res['sequence'])}")
     out = {}
     for kind, ev in CALIBRATED.items():
         before, after = {}, {}
@@ -174,10 +180,11 @@ def calibration(run: Path, res: dict) -> dict:
 
 
 def paired_items(run_a: Path, res_a: dict, run_b: Path, res_b: dict, replicates: int = stats.REPLICATES,
-                 seed: int = 0) -> dict[str, tuple[float, list | None]]:
+                 seed: int = 0, items_b: RunItems | None = None) -> dict[str, tuple[float, list | None]]:
     """Difference (a minus b) of every shared score with its 95% paired bootstrap interval:
-    both runs' scores recomputed on the same draws of the same test items."""
-    a, b = RunItems(run_a, res_a), RunItems(run_b, res_b)
+    both runs' scores recomputed on the same draws of the same test items (`items_b`: run b's
+    records when already read, e.g. a baseline compared with every other run)."""
+    a, b = RunItems(run_a, res_a), items_b or RunItems(run_b, res_b)
     if a.sequence != b.sequence:
         raise RetainError(f"{run_a} and {run_b} trained different sequences ({a.sequence} and {b.sequence}).")
     ga, gb = a.groups(), b.groups()

@@ -47,10 +47,10 @@ def to_pil(image):
     return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
 
 
-
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """`x` in float32, or in its own dtype when that is wider (a float64 model stays float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
 
 class MLLM:
     def __init__(self, model, processor, image_token: str = "<image>", system_prompt: str | None = None):

@@ -57,8 +57,8 @@ def _estimate(value, interval, noise=None) -> P.Estimate:
 def groups(runs: list[Path], results: list[dict]) -> dict[str, list[tuple[Path, dict]]]:
     """Runs by row name; several runs under one name are seed repeats."""
     out: dict[str, list] = {}
+    unique = len({label_of(r) for r in results}) == len(results) or all(r.name.startswith("seed-") for r in runs)
     for run, res in zip(runs, results):
-        unique = len({label_of(r) for r in results}) == len(results) or all(r.name.startswith("seed-") for r in runs)
         out.setdefault(label_of(res) if unique else str(run), []).append((run, res))
     return out
 
@@ -118,7 +118,7 @@ def default_baseline(results: list[dict]) -> str | None:
 def paired_rows(runs: list[Path], results: list[dict], baseline: str) -> tuple[list[str], list[list], str]:
     """Differences (row minus `baseline`) with their paired 95% intervals, and how they were paired."""
     from retain.errors import RetainError, suggest
-    from retain.intervals import paired_items
+    from retain.intervals import RunItems, paired_items
 
     grouped = groups(runs, results)
     if baseline not in grouped:
@@ -128,7 +128,7 @@ def paired_rows(runs: list[Path], results: list[dict], baseline: str) -> tuple[l
     cols = PAIRED + [(f"cf:{k}:mean", f"{label} delta (mean)") for k, label in kinds]
     base = grouped[baseline]
     header = ["method", *[f"{label} minus {baseline}" for _, label in cols]]
-    rows, how = [], set()
+    rows, how, base_items = [], set(), None
     for name, members in grouped.items():
         if name == baseline:
             continue
@@ -145,7 +145,8 @@ def paired_rows(runs: list[Path], results: list[dict], baseline: str) -> tuple[l
             how.add(f"paired over {len(pairs)} shared seeds ({stats.KIND_SEEDS})")
         else:
             (run, res), (brun, bres) = members[0], base[0]
-            d = paired_items(run, res, brun, bres, seed=0)
+            base_items = base_items or RunItems(brun, bres)  # the baseline's records, read once for every row
+            d = paired_items(run, res, brun, bres, seed=0, items_b=base_items)
             cells = [P.Estimate(d[k][0], *(d[k][1] or (None, None)), stats.within_noise(d[k][1])) if k in d else None
                      for k, _ in cols]
             how.add(f"paired over the same test items ({stats.KIND_ITEMS}, {stats.REPLICATES} draws)")

@@ -52,15 +52,15 @@ def write_comparison(runs: list[Path], out_dir: Path, baseline: str | None = Non
     results = [read_json(r / "results.json") for r in runs]
     header, rows = comparison_rows(runs, results)
     table = format_table(header, rows)
+    asked, baseline = baseline, baseline or default_baseline(results)
     paired, unpaired = None, ""
-    if baseline or (default_baseline(results) and len(groups(runs, results)) > 1):
+    if asked or (baseline and len(groups(runs, results)) > 1):
         try:
-            paired = paired_rows(runs, results, baseline or default_baseline(results))
+            paired = paired_rows(runs, results, baseline)
         except RetainError as e:
-            if baseline:  # asked for by name: say what is wrong
+            if asked:  # asked for by name: say what is wrong
                 raise
             unpaired = f"\nNo paired differences: {e}\n"  # e.g. runs from before per-item records were kept
-    baseline = baseline or default_baseline(results)
     md = table + "\n\n" + NOTE + " " + INTERVAL_NOTE + "\n" + unpaired
     if paired:
         md += f"\nPaired differences against {baseline} ({paired[2]}; ≈: the interval holds zero, within noise):\n\n"
