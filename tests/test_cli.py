@@ -137,6 +137,14 @@ def test_nan_loss_stops_with_message_and_keeps_other_results(tmp_path, tiny_clip
     (["train.lrr=1"], "Did you mean 'lr'"),
     (["sequence=[digitz]"], "digits"),
     (["probes=[digits]"], "outside the sequence"),
+    (["train.lr=-1"], "'train.lr' must be > 0, got -1"),
+    (["train.batch_size=0"], "'train.batch_size' must be > 0, got 0"),
+    (["seeds=[a,b]"], "'seeds[0]' must be a number, got 'a'"),
+    # the option is refused before any model loads: this model does not exist
+    (["methods=[ldifs]", "method_args.ldifs.normalize=foo", "model=/nonexistent/model"],
+     "'method_args.ldifs.normalize' must be one of token, channel, got 'foo'"),
+    (["output_dir=/proc/retain-runs"], "The output directory /proc/retain-runs/tiny cannot be written"),
+    (["name=never-ran", "--resume"], "--resume: there is no run to resume in"),
 ])
 def test_bad_config_is_one_clear_message(tmp_path, tiny_clip_dir, override, message):
     cfg = tiny_config(tmp_path, tiny_clip_dir)

@@ -28,6 +28,13 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     ("eval: {linear_probe: 3}\n", "true or false"),
     ("- a\n- b\n", "must hold a mapping"),
     ("train: [1\n", "not valid YAML"),
+    ("train: {lr: -1}\n", r"'train.lr' must be > 0, got -1"),
+    ("train: {lr: 0}\n", r"'train.lr' must be > 0, got 0"),
+    ("train: {lr: .nan}\n", r"'train.lr' must be > 0, got nan"),
+    ("train: {batch_size: 0}\n", r"'train.batch_size' must be > 0"),
+    ("eval: {limit: -5}\n", r"'eval.limit' must be >= 0"),
+    ("seeds: [1, b]\n", r"'seeds\[1\]' must be a number, got 'b'"),
+    ("train: {mixed_precision: fp8}\n", r"must be one of no, fp16, bf16, got 'fp8'. Did you mean 'fp16'"),
 ])
 def test_malformed_configs(tmp_path, text, message):
     f = tmp_path / "c.yaml"
@@ -60,3 +67,16 @@ def test_override_list_of_hub_datasets_with_options():
     assert cfg.sequence == ["hf:uoft-cs/cifar100?label=fine_label", "digits"] and cfg.probes == []
     with pytest.raises(RetainError, match="Override 'method_args={a: \\[1}': the value is not valid YAML"):
         load_config(None, ["method_args={a: [1}"])
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("ldifs", {"normalize": "foo"}, r"'method_args.ldifs.normalize' must be one of token, channel, got 'foo'"),
+    ("ldifs", {"alpha": -1}, r"'method_args.ldifs.alpha' must be >= 0"),
+    ("wise_ft", {"alpha": 1.5}, r"'method_args.wise_ft.alpha' must be >= 0 and <= 1"),
+    ("replay", {"buffer_size": -1}, r"'method_args.replay.buffer_size' must be >= 0"),
+])
+def test_method_options_are_checked_when_read(method, options, message):
+    from retain.methods.base import create_method
+
+    with pytest.raises(RetainError, match=message):
+        create_method(method, options)

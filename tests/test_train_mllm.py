@@ -129,7 +129,7 @@ def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir, met
     (["probes=[fashion-mnist]"], "move them to eval.emt_tasks"),
     (["methods=[ldifs]"], "applies to dual_encoder models, not to this mllm model"),
     (["eval.emt_mode=judge"], "not available in training runs"),
-    (["family=vision"], "Unknown model family"),
+    (["family=vision"], "'family' must be one of auto, dual_encoder, mllm, got 'vision'"),
 ])
 def test_bad_mllm_config_is_one_clear_message(tmp_path, tiny_llava_dir, override, message):
     proc = retain("run", mllm_config(tmp_path, tiny_llava_dir), *override, check=False)
@@ -201,3 +201,58 @@ def test_mllm_run_under_accelerate_launch(tmp_path, tiny_llava_dir):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert np.asarray(results(tmp_path, "lora_ft")["accuracy_matrix"]).shape == (2, 1)
+
+
+def _judged_task(tmp_path):
+    items = [{"id": k, "conversations": [{"from": "human", "value": f"What is {k} plus 1?"},
+                                         {"from": "gpt", "value": str(k + 1)}]} for k in range(6)]
+    (tmp_path / "sums.json").write_text(json.dumps(items))
+    return {"name": "sums", "train": str(tmp_path / "sums.json"), "test": str(tmp_path / "sums.json"), "scorer": "judge"}
+
+
+def test_a_judge_scored_run_with_a_dead_judge_stops_at_once(tmp_path, tiny_llava_dir):
+    import time
+
+    from loopback import dead_url
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = mllm_config(tmp_path, tiny_llava_dir, sequence=[_judged_task(tmp_path)], methods=["lora_ft"],
+                      train={"epochs": 1}, eval={"every_epoch": False, "emt_tasks": []})
+    url, start = dead_url(), time.monotonic()
+    proc = retain("run", cfg, f"eval.judge_url={url}", "eval.judge_model=judge-m", check=False)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 2 and f"Nothing answers at the chat endpoint {url} (model 'judge-m')" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").glob("**/results.json"))  # no 0.0 written as if measured
+
+
+@pytest.mark.parametrize("key_env, message", [
+    ("AWS_SECRET_ACCESS_KEY", "only variables whose names end in _API_KEY or _TOKEN"),
+    ("RETAIN_TEST_API_KEY", "comes from a config file"),
+])
+def test_a_config_cannot_send_a_key_to_a_host_of_its_choosing(tmp_path, tiny_llava_dir, key_env, message):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = mllm_config(tmp_path, tiny_llava_dir, sequence=[_judged_task(tmp_path)], methods=["lora_ft"],
+                      eval={"judge_url": "http://collector.example/v1", "judge_model": "m", "judge_key_env": key_env})
+    proc = retain("run", cfg, check=False, env={key_env: "sk-secret", "RETAIN_LLM_HOSTS": ""})
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-1500:]
+    assert "sk-secret" not in proc.stderr + proc.stdout
+    if key_env == "RETAIN_TEST_API_KEY":
+        assert "RETAIN_LLM_HOSTS=collector.example" in proc.stderr and "eval.judge_url=http://collector.example/v1" in proc.stderr
+
+
+def test_an_unscored_cell_is_none_in_results_not_zero():
+    from retain.config import RunConfig
+    from retain.train_mllm import assemble_results
+
+    points = [{"label": "zero-shot", "task_index": -1, "epoch": 0, "accuracy": {"a": None, "b": 0.5}, "counts": {},
+               "unscored": {"a": 6}},
+              {"label": "after a", "task_index": 0, "epoch": 1, "accuracy": {"a": 0.75, "b": 0.25}, "counts": {},
+               "unscored": {"a": 2}}]
+    res = assemble_results(RunConfig(model="mini-llava"), "lora_ft", ["a", "b"],
+                           {"rows": [[None, 0.5], [0.75, 0.25], [0.5, 0.25]], "points": points})
+    assert res["accuracy_matrix"] == [[None, 0.5], [0.75, 0.25], [0.5, 0.25]]
+    assert res["unscored"] == {"zero-shot": {"a": 6}, "after a": {"a": 2}}
+    assert res["final_task_accuracy"] == {"a": 0.5, "b": 0.25}
+    assert 0.0 not in res["accuracy_matrix"][0]
+    json.dumps(res, allow_nan=False)  # valid JSON: no NaN

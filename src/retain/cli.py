@@ -85,6 +85,7 @@ def cmd_run(args) -> int:
 
     from retain.tracking import trackers
 
+    _allow_command_line_hosts(args.overrides)
     cfg = load_config(args.config, [*args.overrides, *([f"report_to={args.report_to}"] if args.report_to else [])])
     trackers(cfg.report_to)  # an unknown or missing tracker fails before any training
     from retain.methods.base import load_plugins
@@ -93,22 +94,30 @@ def cmd_run(args) -> int:
     from retain.data.instruct import check_conversation_files
 
     check_conversation_files(cfg.sequence)  # a missing download is named before any model is fetched
-    family = model_family(cfg.model, cfg.family, cfg.trust_remote_code)
-    if family == "mllm":
-        from retain.train_mllm import run_mllm_method as run_method
-    else:
-        from retain.train import run_method
     variants = expand_methods(cfg)
-    for v in variants:  # fail on a bad method name or option (of every sweep value) before any training
-        create_method(v.method, v.args, family=family)
+    for v in variants:  # a bad method name or option (of every sweep value) fails before any model loads
+        create_method(v.method, v.args)
     unknown = set(cfg.method_args) - set(cfg.methods)
     if unknown:
         raise RetainError(f"method_args names {sorted(unknown)}, which are not in methods {cfg.methods}.")
     import dataclasses
 
+    from retain.io import check_writable
     from retain.rundir import run_path
 
     group = Path(cfg.output_dir) / cfg.name
+    if args.resume and not any(run_path(dataclasses.replace(cfg, seed=int(seed)), v.method, v.label).exists()
+                               for v in variants for seed in cfg.seeds or [cfg.seed]):
+        raise RetainError(f"--resume: there is no run to resume in {group} (check `name` and `output_dir`); "
+                          "leave out --resume to start it.")
+    check_writable(group)
+    family = model_family(cfg.model, cfg.family, cfg.trust_remote_code)
+    if family == "mllm":
+        from retain.train_mllm import run_mllm_method as run_method
+    else:
+        from retain.train import run_method
+    for v in variants:
+        create_method(v.method, v.args, family=family)
     runs = []
     for v in variants:
         for seed in cfg.seeds or [cfg.seed]:
@@ -156,6 +165,7 @@ def cmd_mine(args) -> int:
 
     config = args.args[0] if args.args and "=" not in args.args[0] else None
     overrides = args.args[1:] if config else args.args
+    _allow_command_line_hosts(overrides)
     out = run_mine(load_config(config, overrides, cls=MineConfig))
     print((out / "table.md").read_text())
     print(f"report: {out / 'report.html'}")
@@ -180,10 +190,15 @@ def cmd_eval(args) -> int:
         from retain.llm import ChatClient
         from retain.paths import cache_dir
 
-        judge = LLMJudge(ChatClient(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
-                                    cache_dir=str(cache_dir("judge"))))
+        client = ChatClient(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
+                            cache_dir=str(cache_dir("judge")))
+        client.probe()  # a dead endpoint stops here, before the model is loaded
+        judge = LLMJudge(client)
+    from retain.io import check_writable
     from retain.models import default_device
 
+    out = Path(args.out or Path("runs") / "eval" / f"{Path(args.model.replace('hf:', '')).name}-{args.mode}")
+    check_writable(out)
     mllm = load_mllm(args.model)
     mllm.model.to(default_device())
     from retain.train_mllm import DEFAULT_ENCODERS
@@ -193,8 +208,7 @@ def cmd_eval(args) -> int:
         from retain.models import load_dual_encoder
 
         encoder = load_dual_encoder(encoder_name).to(default_device())
-    out = Path(args.out or Path("runs") / "eval" / f"{Path(args.model.replace('hf:', '')).name}-{args.mode}")
-    rows, summaries = [], []
+    rows, summaries, halted = [], [], None
     for task in tasks:
         res = evaluate_emt(mllm, task, args.mode, limit=args.limit or None, judge=judge, encoder=encoder,
                            template=args.template or EMT_TEMPLATE)
@@ -205,18 +219,29 @@ def cmd_eval(args) -> int:
         fmt = (lambda v: "-" if v is None else f"{100 * v:.1f}")
         rows.append(f"| {task.name} | {fmt(res.accuracy)} | {fmt(res.encoder_zero_shot)} | {fmt(res.gap)} | "
                     f"{c['wrong_class']} | {c['several_classes']} | {c['outside_label_set']} | {c['judge_error']} |")
+        if res.halted:  # the judge went down: keep what is judged, stop with one message
+            halted = res.halted
+            break
     write_json(out / "results.json", {"model": args.model, "mode": args.mode, "limit": args.limit,
                                       "encoder": encoder_name, "template": args.template or EMT_TEMPLATE,
                                       "judge": {"url": args.judge_url, "model": args.judge_model} if judge else None,
-                                      "tasks": summaries, "versions": versions()})
+                                      "tasks": summaries, "halted": halted, "versions": versions()})
     table = ["| task | MLLM acc | encoder zero-shot | gap | wrong class | several classes | outside label set | judge errors |",
              "|---|---|---|---|---|---|---|---|", *rows]
+    unscored = sum(s["unscored"] for s in summaries)
+    if unscored:
+        table.append(f"\n{unscored} item(s) unscored (judge errors): an accuracy covers the scored items only, "
+                     "'-' where none was scored.")
     write_text(out / "emt.md", "\n".join(table) + "\n")
     from retain.report.emt import write_eval_report
 
     report = write_eval_report(out)
     print("\n".join(table))
     print(f"\nwritten: {out / 'results.json'}, {out / 'emt.md'}, {out / 'records'}/, {report}")
+    if halted:
+        from retain.llm import EndpointDown
+
+        raise EndpointDown(f"{halted} Judged so far: {len(summaries)} of {len(tasks)} task(s), in {out}.")
     return 0
 
 
@@ -291,6 +316,14 @@ def cmd_list(args) -> int:
     print("tasks:   " + ", ".join(list_tasks()) + ", hf:<dataset id>, folder:<path>")
     print("methods: " + ", ".join(sorted(METHODS)))
     return 0
+
+
+def _allow_command_line_hosts(overrides: list[str]) -> None:
+    """A key may go to an endpoint URL given on the command line (`eval.judge_url=...`, `lm_url=...`)."""
+    from retain.llm import allow_hosts
+
+    allow_hosts(item.split("=", 1)[1] for item in overrides
+                if "=" in item and item.split("=", 1)[0].strip().endswith(("judge_url", "lm_url")))
 
 
 def _common_parent(paths) -> str:

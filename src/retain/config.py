@@ -1,54 +1,83 @@
 """Typed run configuration: dataclass defaults < YAML preset < `key=value` overrides.
 
-Unknown keys are errors that suggest the nearest known key. The resolved config, with
-the seed and library versions, is written into every run directory.
+Unknown keys are errors that suggest the nearest known key. Every value is checked when
+the config is read, before any data or model loads: its type, its range where the field
+declares one (`Annotated[float, POSITIVE]`), its choices where the type is a `Literal`,
+and the items of a typed list (`list[int]`). Method options are dataclasses read the same
+way. The resolved config, with the seed and library versions, is written into every run
+directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from retain.errors import RetainError, suggest
 
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a config field accepts, declared in its type: `Annotated[float, POSITIVE]`."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def check(self, value, key: str) -> None:
+        bounds = (self.gt, operator.gt), (self.ge, operator.ge), (self.lt, operator.lt), (self.le, operator.le)
+        if any(bound is not None and not compare(value, bound) for bound, compare in bounds):  # NaN fails them all
+            raise RetainError(f"Config key {key!r} must be {self}, got {value!r}.")
+
+    def __str__(self) -> str:
+        ops = (">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le)
+        return " and ".join(f"{op} {bound:g}" for op, bound in ops if bound is not None)
+
+
+POSITIVE = Range(gt=0)
+NON_NEGATIVE = Range(ge=0)
+FRACTION = Range(ge=0, le=1)
+
+
 @dataclass
 class TrainConfig:
-    lr: float = 1e-5
+    lr: Annotated[float, POSITIVE] = 1e-5
     """peak learning rate of AdamW (LDIFS default 1e-5)"""
-    weight_decay: float = 0.1
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.1
     """AdamW weight decay"""
-    batch_size: int = 128
+    batch_size: Annotated[int, POSITIVE] = 128
     """items per optimisation step (over all processes)"""
-    warmup_steps: int = 500
+    warmup_steps: Annotated[int, NON_NEGATIVE] = 500
     """linear warm-up steps, then cosine decay to zero"""
-    epochs: int = 1
+    epochs: Annotated[int, POSITIVE] = 1
     """passes over each task's training split"""
-    max_steps: int = 0
+    max_steps: Annotated[int, NON_NEGATIVE] = 0
     """cap on steps per task (0: no cap)"""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, NON_NEGATIVE] = 1.0
     """gradient-norm clipping"""
-    train_limit: int = 0
+    train_limit: Annotated[int, NON_NEGATIVE] = 0
     """use at most this many training items per task (0: all)"""
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """accelerate mixed precision: no, fp16 or bf16"""
 
 
 @dataclass
 class EvalConfig:
-    limit: int = 1000
+    limit: Annotated[int, NON_NEGATIVE] = 1000
     """test items per task (0: all)"""
-    probe_limit: int = 1000
+    probe_limit: Annotated[int, NON_NEGATIVE] = 1000
     """items per split for the linear probes (0: all)"""
     linear_probe: bool = True
     """also measure linear-probe accuracy on the concept-forgetting datasets"""
     emt_tasks: list = field(default_factory=list)
     """MLLM runs: classification datasets evaluated with EMT after every task (or epoch)"""
-    emt_mode: str = "rule"
+    emt_mode: Literal["rule", "likelihood", "judge"] = "rule"
     """MLLM runs: EMT scoring, rule (generate + match) or likelihood (rank the class names)"""
     emt_template: str = ""
     """MLLM runs: EMT prompt with {noun} and {classes} (empty: the paper's template)"""
@@ -70,7 +99,7 @@ class RunConfig:
     """run name: the run directory is <output_dir>/<name>/<method>/"""
     model: str = "mini-clip"
     """mini-clip, mini-llava, hf:<hub id>, or a local model folder"""
-    family: str = "auto"
+    family: Literal["auto", "dual_encoder", "mllm"] = "auto"
     """dual_encoder (CLIP-style) or mllm (LLaVA-style); auto decides from the model"""
     sequence: list = field(default_factory=lambda: ["animal-mnist", "digits"])
     """the tasks trained one after another"""
@@ -85,7 +114,7 @@ class RunConfig:
     """.py files of your own methods, imported before the methods are created (docs/new_method.md)"""
     seed: int = 0
     """random seed for everything"""
-    seeds: list = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
     """repeat every method with each of these seeds (runs <method>/seed-<s>/; tables show the mean and its 95% t-interval)"""
     output_dir: str = "runs"
     """where run directories go"""
@@ -105,7 +134,7 @@ def from_dict(data: dict, cls=RunConfig, prefix: str = ""):
     """Build `cls` from a nested dict, rejecting unknown keys with a suggestion."""
     if not isinstance(data, dict):
         raise RetainError(f"Config section {prefix or '<root>'!r} must be a mapping, got {type(data).__name__}.")
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
@@ -121,6 +150,23 @@ def from_dict(data: dict, cls=RunConfig, prefix: str = ""):
 
 
 def _coerce(value: Any, typ, key: str):
+    origin = get_origin(typ)
+    if origin is Annotated:
+        base, *marks = get_args(typ)
+        value = _coerce(value, base, key)
+        for mark in marks:
+            if isinstance(mark, Range):
+                mark.check(value, key)
+        return value
+    if origin is Literal:
+        choices = get_args(typ)
+        if value not in choices:
+            raise RetainError(f"Config key {key!r} must be one of {', '.join(map(str, choices))}, got {value!r}."
+                              f"{suggest(value, choices)}")
+        return value
+    if origin is list:
+        (item,) = get_args(typ)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(_coerce(value, list, key))]
     if typ is bool:
         if isinstance(value, bool):
             return value

@@ -86,28 +86,53 @@ class RunDir:
     def save_state(self, state: dict) -> None:
         write_json(self.path / "state.json", state)
 
+    def check_data(self, state: dict, fingerprints: dict[str, str]) -> None:
+        """Refuse to resume on items other than those the finished rows were scored on
+        (`fingerprints`: task name -> `Task.fingerprint`, kept in state.json as `data`)."""
+        before = state.get("data")
+        if before is None:  # a run started before retain recorded its data: nothing to compare
+            return
+        changed = sorted(n for n in set(before) | set(fingerprints) if before.get(n) != fingerprints.get(n))
+        if changed:
+            raise RetainError(
+                f"--resume: the items of {', '.join(changed)} are not those the run in {self.path} started with "
+                "(files were added, removed or changed), so its finished rows and the rest would be scored on "
+                "different data. Restore the data, or start a new run under another `name`.")
+
     # ---- checkpoints ---------------------------------------------------------------
     def checkpoint_dir(self, task_index: int) -> Path:
         return self.path / "checkpoints" / f"after-task-{task_index + 1}"
 
+    def commit_task(self, task_index: int, model_state: dict, method_state: dict, state: dict) -> None:
+        """Make task `task_index` finished on disk, in the order that keeps the run resumable
+        if killed at any point: its checkpoint, then state.json (which points at it), and only
+        then the older checkpoints go."""
+        self.save_checkpoint(task_index, model_state, method_state)
+        self.save_state(state)
+        keep = self.checkpoint_dir(state["done_tasks"] - 1)
+        for old in (self.path / "checkpoints").glob("after-task-*"):
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
     def save_checkpoint(self, task_index: int, model_state: dict, method_state: dict) -> None:
-        """Write the checkpoint after `task_index`, then drop older ones."""
+        """Write the checkpoint after `task_index` (older ones stay: see `commit_task`)."""
         from safetensors.torch import save_file
 
         target = self.checkpoint_dir(task_index)
         for name, state in (("model.safetensors", model_state), ("method.safetensors", method_state)):
             tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
             atomic_write(target / name, lambda tmp, t=tensors: save_file(t, tmp))
-        for old in (self.path / "checkpoints").glob("after-task-*"):
-            if old != target:
-                shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, task_index: int) -> tuple[dict, dict]:
         from safetensors.torch import load_file
 
         d = self.checkpoint_dir(task_index)
         if not (d / "model.safetensors").exists() or not (d / "method.safetensors").exists():
-            raise RetainError(f"The checkpoint {d} is missing: the run cannot resume; delete {self.path} to start over.")
+            there = sorted(p.name for p in (self.path / "checkpoints").glob("after-task-*"))
+            raise RetainError(f"The checkpoint {d} is missing (the run's checkpoints folder holds "
+                              f"{', '.join(there) or 'none'}), so the run cannot resume from state.json. Its "
+                              f"finished rows are kept in {self.path / 'records'}; start it again under another "
+                              "`name` to keep them, or delete the run directory to start over.")
         return load_file(str(d / "model.safetensors")), load_file(str(d / "method.safetensors"))
 
     # ---- outputs -------------------------------------------------------------------
@@ -122,8 +147,12 @@ class RunDir:
         write_text(self.path / "records" / f"{name}.jsonl", text)
 
     def log(self, message: str) -> None:
-        with open(self.path / "log.txt", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        try:
+            with open(self.path / "log.txt", "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError as e:
+            raise RetainError(f"Could not write {self.path / 'log.txt'} ({e.strerror or e}): free space or fix the "
+                              "folder's permissions; the finished files are kept.") from e
 
 
 def _differences(a: dict, b: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:

@@ -82,6 +82,9 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False, label: st
     train_splits = [t.split("train").subset(limit, seed=cfg.seed) for t in tasks]
 
     state = run.load_state() if status == "resume" else None
+    data = {t.name: t.fingerprint for t in [*tasks, *probes]}
+    if state is not None:
+        run.check_data(state, data)
     if state and state["done_tasks"] > 0:
         model_state, method_state = run.load_checkpoint(state["done_tasks"] - 1)
         model.load_state_dict(model_state)
@@ -89,7 +92,8 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False, label: st
         say(f"[{method_name}] resuming after task {state['done_tasks']} of {len(tasks)} from {run.path}")
     if state is None:
         row, zs, lp, records = evaluate_pretrained(model, tasks, probes, probe_heads, cfg)
-        state = {"done_tasks": 0, "rows": [row], "probe_zero_shot": [zs], "probe_linear": [lp], "seconds": []}
+        state = {"done_tasks": 0, "rows": [row], "probe_zero_shot": [zs], "probe_linear": [lp], "seconds": [],
+                 "data": data}
         if accelerator.is_main_process:
             run.write_records("row-0", records)
             run.save_state(state)
@@ -119,8 +123,7 @@ def run_method(cfg: RunConfig, method_name: str, resume: bool = False, label: st
                      **{f"probe/{p}": v for p, v in zs.items()}})
         if accelerator.is_main_process:
             run.write_records(f"row-{k + 1}", records)
-            run.save_checkpoint(k, model.state_dict(), method.state_dict())
-            run.save_state(state)
+            run.commit_task(k, model.state_dict(), method.state_dict(), state)
             run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(row, 4).tolist()}")
         accelerator.wait_for_everyone()
         say(f"[{method_name}] after task {k + 1}/{len(tasks)} ({tasks[k].name}): "

@@ -47,6 +47,10 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.eval.emt_mode not in TRAIN_MODES:
         raise RetainError(f"eval.emt_mode {cfg.eval.emt_mode!r} is not available in training runs: use "
                           f"{' or '.join(TRAIN_MODES)} (the LLM judge is for `retain eval`).")
+    if cfg.eval.judge_url:  # a refused key fails here, before any model is loaded
+        from retain.llm import check_key
+
+        check_key(cfg.eval.judge_url, cfg.eval.judge_key_env, url_trusted=False, setting="eval.judge_url")
 
 
 def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False, label: str | None = None) -> dict:
@@ -78,6 +82,9 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False, labe
     evaluator = Evaluator(mllm, cfg, tasks, held_out, template)
 
     state = run.load_state() if status == "resume" else None
+    data = {t.name: t.fingerprint for t in [*tasks, *held_out.values()]}
+    if state is not None:
+        run.check_data(state, data)
     if state and state["done_tasks"] > 0:
         params, method_state = run.load_checkpoint(state["done_tasks"] - 1)
         method.load_state_dict(method_state)  # first: it may recreate the adapters the weights belong to
@@ -87,7 +94,7 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False, labe
         state["points"] = [p for p in state["points"] if p["task_index"] < state["done_tasks"]]
     else:
         point, records = evaluator.point(-1, 0, "zero-shot")
-        state = {"done_tasks": 0, "rows": [evaluator.row(point)], "points": [point], "seconds": [],
+        state = {"done_tasks": 0, "rows": [evaluator.row(point)], "points": [point], "seconds": [], "data": data,
                  "trained_parameters": [], "encoder_zero_shot": _encoder_zero_shot(cfg, evaluator.emt_sources(),
                                                                                    accelerator)}
         if accelerator.is_main_process:
@@ -128,16 +135,15 @@ def run_mllm_method(cfg: RunConfig, method_name: str, resume: bool = False, labe
         state["done_tasks"], state["tracker_step"] = k + 1, tracker.step
         names_in_sequence = {t.name for t in tasks}
         tracker.log({"task_index": k + 1, **{(f"eval/{n}" if n in names_in_sequence else f"probe/{n}"): a
-                                             for n, a in point["accuracy"].items()}})
+                                             for n, a in point["accuracy"].items() if a is not None}})
         if accelerator.is_main_process:
             run.write_records(f"row-{k + 1}", records)
             named = dict(mllm.named_parameters())
-            run.save_checkpoint(k, {n: named[n] for n in state["trained_parameters"]}, method.state_dict())
-            run.save_state(state)
-            run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(state['rows'][-1], 4).tolist()}")
+            run.commit_task(k, {n: named[n] for n in state["trained_parameters"]}, method.state_dict(), state)
+            run.log(f"task {k + 1}/{len(tasks)} {tasks[k].name}: row {np.round(np.asarray(state['rows'][-1], dtype=float), 4).tolist()}")
         accelerator.wait_for_everyone()
         say(f"[{method_name}] after task {k + 1}/{len(tasks)} ({tasks[k].name}): "
-            + ", ".join(f"{n} {a:.3f}" for n, a in point["accuracy"].items())
+            + ", ".join(f"{n} {'unscored' if a is None else f'{a:.3f}'}" for n, a in point["accuracy"].items())
             + time_left(state["seconds"][-(k + 1 - first):], len(tasks) - k - 1))
         if os.environ.get("RETAIN_KILL_AFTER_TASK") == str(k + 1):  # used by the resume test
             os.kill(os.getpid(), signal.SIGKILL)
@@ -213,15 +219,17 @@ class Evaluator:
             from retain.llm import ChatClient
             from retain.paths import cache_dir
 
-            self.judge = LLMJudge(ChatClient(e.judge_url, e.judge_model, api_key_env=e.judge_key_env,
-                                             cache_dir=str(cache_dir("judge"))))
+            client = ChatClient(e.judge_url, e.judge_model, api_key_env=e.judge_key_env,
+                                cache_dir=str(cache_dir("judge")), url_trusted=False)
+            client.probe()  # a dead endpoint stops the run here, before any training
+            self.judge = LLMJudge(client)
 
     def emt_sources(self) -> dict:
         """The classification datasets evaluated with EMT, by name."""
         return {**{t.name: t.source for t in self.tasks if t.scorer == "emt"}, **self.held_out}
 
     def point(self, task_index: int, epoch: int, label: str) -> tuple[dict, list[dict]]:
-        acc, counts, records = {}, {}, []
+        acc, counts, unscored, records = {}, {}, {}, []
         limit = self.cfg.eval.limit or None
         for name, task in self.emt_sources().items():
             r = evaluate_emt(self.mllm, task, self.cfg.eval.emt_mode, limit=limit, template=self.template)
@@ -230,11 +238,19 @@ class Evaluator:
         for task in self.tasks:
             if task.scorer != "emt":
                 r = evaluate_instruction(self.mllm, task, limit=limit, judge=self.judge)
+                if r.halted:
+                    from retain.llm import EndpointDown
+
+                    raise EndpointDown(f"{r.halted} The run stopped while evaluating {label!r}; the tasks finished "
+                                       "before are checkpointed and the judged items cached: rerun with --resume.")
                 acc[task.name] = r.score
+                unscored[task.name] = sum(rec["score"] is None for rec in r.records)
                 records += [{**rec, "task": task.name} for rec in r.records]
         order = [t.name for t in self.tasks] + [n for n in self.held_out]
         point = {"label": label, "task_index": task_index, "epoch": epoch,
                  "accuracy": {n: acc[n] for n in order}, "counts": counts}
+        if any(unscored.values()):  # the score of such a cell covers the scored items only
+            point["unscored"] = {n: k for n, k in unscored.items() if k}
         return point, records
 
     def row(self, point: dict) -> list[float]:
@@ -266,7 +282,7 @@ def _load_parameters(mllm, params: dict, run: RunDir) -> None:
 
 
 def assemble_results(cfg: RunConfig, method_name: str, names: list[str], state: dict, label: str | None = None) -> dict:
-    A = np.asarray(state["rows"])
+    A = np.asarray(state["rows"], dtype=float)  # an unscored cell (None) is NaN here, None in results.json
     first, last = state["points"][0]["accuracy"], state["points"][-1]["accuracy"]
     held_out = [n for n in first if n not in names]
     return {
@@ -277,12 +293,22 @@ def assemble_results(cfg: RunConfig, method_name: str, names: list[str], state: 
         "seed": cfg.seed,
         "sequence": names,
         "probes": held_out,
-        "accuracy_matrix": A.tolist(),
-        "metrics": metrics.summary(A),
-        "final_task_accuracy": dict(zip(names, A[-1].tolist())),
+        "accuracy_matrix": _none_for_nan(A.tolist()),
+        "metrics": _none_for_nan(metrics.summary(A)),
+        "final_task_accuracy": _none_for_nan(dict(zip(names, A[-1].tolist()))),
+        "unscored": {p["label"]: p["unscored"] for p in state["points"] if p.get("unscored")},
         "model_build": zoo.build_info(cfg.model),
         "evaluation": {"emt_mode": cfg.eval.emt_mode, "datasets": list(first), "curve": state["points"],
                 "encoder": cfg.eval.encoder or DEFAULT_ENCODERS.get(cfg.model),
                 "encoder_zero_shot": state.get("encoder_zero_shot")},
         "concept_forgetting": {"emt": delta_summary({n: first[n] for n in held_out}, {n: last[n] for n in held_out})},
     }
+
+
+def _none_for_nan(x):
+    """NaN (an unscored cell, or a metric of one) as None, in nested lists and dicts."""
+    if isinstance(x, dict):
+        return {k: _none_for_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_none_for_nan(v) for v in x]
+    return None if isinstance(x, float) and x != x else x

@@ -63,6 +63,9 @@ def test_conversation_files_json_and_jsonl(tmp_path):
     ([conv("Q", "A", "img/missing.png")], "missing.png does not exist"),
     ([], "holds no conversations"),
     ([{"id": 1}], "has no `conversations` list"),
+    ([{"id": 2, "conversations": ["Q?", {"from": "gpt", "value": "A"}]}], r"item 0 \(id 2\).*turn 0.*'Q\?'"),
+    ([{"id": 3, "conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "A"}]}], "turn 0"),
+    ([{**conv("Q", "A"), "image": ["a.png", "b.png"]}], r"`image` is \['a.png', 'b.png'\].*one path"),
 ])
 def test_bad_conversation_files_name_the_item(tmp_path, items, message):
     with pytest.raises(RetainError, match=message):
@@ -111,3 +114,19 @@ def test_missing_conversation_files_are_named_before_any_model_is_loaded(tmp_pat
                    f"output_dir: {tmp_path / 'runs'}\nsequence:\n  - {spec}\n".replace("'", ""))
     assert main(["--quiet", "run", str(cfg)]) == 2
     assert "its test file" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_instruction_task_fingerprint_follows_its_items(tmp_path):
+    img = image(tmp_path)
+    spec = {"name": "mine", "train": str(tmp_path / "train.json"), "test": str(tmp_path / "test.json")}
+    write_conv(tmp_path, [conv("Q?", "A", img)], "train.json")
+    write_conv(tmp_path, [conv("Q?", "A", img)], "test.json")
+    first = load_instruction_task(spec).fingerprint
+    assert load_instruction_task(spec).fingerprint == first  # the same files: the same items
+    write_conv(tmp_path, [conv("Q?", "B", img)], "test.json")
+    assert load_instruction_task(spec).fingerprint != first  # an answer changed
+    write_conv(tmp_path, [conv("Q?", "A", img)], "test.json")
+    assert load_instruction_task(spec).fingerprint == first
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / img)  # the image file was replaced
+    assert load_instruction_task(spec).fingerprint != first
+    assert load_instruction_task("digit-read").fingerprint == load_instruction_task("digit-read").fingerprint

@@ -113,3 +113,37 @@ def test_mini_llava_gets_the_mini_clip_column_by_default(tmp_path, tiny_llava_di
     assert seen == ["mini-llava", "mini-clip"]
     res = json.loads((out / "results.json").read_text())
     assert res["encoder"] == "mini-clip" and res["tasks"][0]["encoder_zero_shot"] is not None
+
+
+def test_retain_eval_with_a_dead_judge_stops_at_once_with_one_message(tmp_path, tiny_llava_dir):
+    from loopback import dead_url
+
+    url, out = dead_url(), tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "retain", "--quiet", "eval", "--model", str(tiny_llava_dir),
+                           "--tasks", "digits", "--mode", "judge", "--judge-url", url, "--judge-model", "judge-m",
+                           "--limit", "6", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "RETAIN_QUIET": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"Nothing answers at the chat endpoint {url} (model 'judge-m')" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("retain: error:") == 1
+    assert not out.exists()  # nothing measured, nothing written
+
+
+def test_retain_eval_stops_when_the_judge_goes_down_and_writes_no_zero(server, tmp_path, tiny_llava_dir, capsys):
+    from retain.cli import main
+
+    server.script = [("status", 500, {"retry-after-ms": "1"})] * 100  # answers the probe, fails every request
+    out = tmp_path / "eval"
+    code = main(["--quiet", "eval", "--model", str(tiny_llava_dir), "--tasks", "digits,textile", "--mode", "judge",
+                 "--judge-url", server.url, "--judge-model", "judge-m", "--limit", "8", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{server.url} (model 'judge-m') failed 5 requests in a row" in err
+    assert len(server.requests) == 5 * 4  # 5 items of 4 attempts each, then the breaker: no more requests
+    res = json.loads((out / "results.json").read_text())
+    assert [t["task"] for t in res["tasks"]] == ["digits"] and "failed 5 requests" in res["halted"]
+    digits = res["tasks"][0]
+    assert digits["mllm_accuracy"] is None and digits["gap"] is None and digits["unscored"] == 8
+    records = [json.loads(x) for x in (out / "records" / "digits.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in records] == ["judge_error"] * 8
+    assert all("not judged" in r["judge_error"] for r in records[5:])
+    assert "| digits | - |" in (out / "emt.md").read_text() and "8 item(s) unscored" in (out / "emt.md").read_text()

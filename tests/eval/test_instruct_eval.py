@@ -54,7 +54,7 @@ def test_judge_scorer_scores_what_it_can_and_reports_the_rest(tmp_path, monkeypa
     from retain.errors import RetainError
     from retain.eval.judge import LLMJudge
 
-    monkeypatch.setenv("RETAIN_TEST_KEY", SECRET)
+    monkeypatch.setenv("RETAIN_TEST_API_KEY", SECRET)
     server.script = [("ok", "yes"), ("ok", "No."), ("status", 400), ("ok", "maybe"), ("ok", "perhaps")]
     mllm = Scripted({"q1": "a cat", "q2": "two", "q3": "red", "q4": "blue"})
     t = task("judge", ["q1", "q2", "q3", "q4"], ["cat", "3", "red", "blue"], [None] * 4)
@@ -68,3 +68,15 @@ def test_judge_scorer_scores_what_it_can_and_reports_the_rest(tmp_path, monkeypa
     assert all(SECRET not in str(rec) for rec in r.records)
     with pytest.raises(RetainError, match="scored by an LLM judge"):
         evaluate_instruction(mllm, t)
+
+
+def test_a_task_with_no_item_judged_is_unscored_not_zero(tmp_path, server):
+    from test_judge import client
+
+    from retain.eval.judge import LLMJudge
+
+    server.script = [("status", 400)] * 2
+    mllm = Scripted({"q1": "a cat", "q2": "two"})
+    t = task("judge", ["q1", "q2"], ["cat", "3"], [None] * 2)
+    r = evaluate_instruction(mllm, t, judge=LLMJudge(client(server, tmp_path, max_retries=0)))
+    assert r.score is None and r.extra == {"judged": 0, "judge_errors": 2} and r.halted is None

@@ -11,12 +11,12 @@ SECRET = "sk-test-never-written-anywhere-123"
 
 
 def client(server, tmp_path, **kw):
-    return ChatClient(server.url, "judge-model", api_key_env="RETAIN_TEST_KEY", timeout=kw.pop("timeout", 2.0),
+    return ChatClient(server.url, "judge-model", api_key_env="RETAIN_TEST_API_KEY", timeout=kw.pop("timeout", 2.0),
                       max_retries=kw.pop("max_retries", 2), backoff=0.01, cache_dir=str(tmp_path / "cache"), **kw)
 
 
 def test_chat_sends_the_protocol_and_caches(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("RETAIN_TEST_KEY", SECRET)
+    monkeypatch.setenv("RETAIN_TEST_API_KEY", SECRET)
     server.script = [("ok", "Yes.")]
     c = client(server, tmp_path)
     assert c.chat([{"role": "user", "content": "hi"}]) == "Yes."
@@ -38,13 +38,13 @@ def test_transient_failures_are_retried(server, tmp_path, failures):
 
 
 def test_persistent_failure_and_client_error_are_reported(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("RETAIN_TEST_KEY", SECRET)
+    monkeypatch.setenv("RETAIN_TEST_API_KEY", SECRET)
     server.script = [("status", 500)] * 3
     with pytest.raises(LMError, match="HTTP 500 on all 3 attempts") as e:
         client(server, tmp_path).chat([{"role": "user", "content": "q"}])
     assert SECRET not in str(e.value)
     server.script = [("status", 401)]
-    with pytest.raises(LMError, match="HTTP 401.*RETAIN_TEST_KEY"):
+    with pytest.raises(LMError, match="HTTP 401.*RETAIN_TEST_API_KEY"):
         client(server, tmp_path).chat([{"role": "user", "content": "other"}])
     assert len(server.requests) == 4  # a 401 is not retried
 

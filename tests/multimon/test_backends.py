@@ -16,7 +16,7 @@ PAIRS_REPLY = '("a dog on the left", "a dog on the right"),\n("a cat above a box
 
 
 def backend(server, tmp_path, **kw):
-    return ChatBackend(ChatClient(server.url, "lm", api_key_env="RETAIN_TEST_KEY", timeout=kw.pop("timeout", 2.0),
+    return ChatBackend(ChatClient(server.url, "lm", api_key_env="RETAIN_TEST_API_KEY", timeout=kw.pop("timeout", 2.0),
                                   max_retries=kw.pop("max_retries", 2), backoff=0.01, cache_dir=str(tmp_path / "c")))
 
 

@@ -84,12 +84,13 @@ def test_offline_pipeline_end_to_end(tmp_path, tiny_clip_dir, corpus_file):
 
 
 def test_chat_backend_failures_are_recorded_not_fatal(tmp_path, tiny_clip_dir, corpus_file, monkeypatch, server):
-    monkeypatch.setenv("RETAIN_TEST_KEY", "sk-secret-not-in-the-run-dir")
+    monkeypatch.setenv("RETAIN_TEST_API_KEY", "sk-secret-not-in-the-run-dir")
+    monkeypatch.setenv("RETAIN_LLM_HOSTS", "127.0.0.1")  # lm_url comes from the config: its host must be allowed
     categories = "1. Colour | Colour words are ignored. | pairs: 1, 2\n2. Order | Word order is ignored. | pairs: 3\n"
     server.script = [("ok", categories), ("status", 500), ("status", 500), ("status", 500), ("status", 500),
                      ("ok", '("a red circle", "a blue circle"),\n("a red triangle", "a green triangle"),')]
     out = run_mine(cfg(tmp_path, tiny_clip_dir, corpus_file, backend="chat", lm_url=server.url, lm_model="lm",
-                       lm_key_env="RETAIN_TEST_KEY", lm_timeout=2.0))
+                       lm_key_env="RETAIN_TEST_API_KEY", lm_timeout=2.0))
     res = json.loads((out / "results.json").read_text())
     assert [t["name"] for t in res["failure_types"]] == ["Colour", "Order"]
     assert "generate:Colour" in res["errors"] and "HTTP 500" in res["errors"]["generate:Colour"]
@@ -165,7 +166,7 @@ def test_cli_mine_and_config_errors(tmp_path, tiny_clip_dir, corpus_file, capsys
                  f"output_dir={tmp_path}", "name=cli", "pairs_per_type=2", "images_per_side=2"]) == 0
     assert "| failure type |" in capsys.readouterr().out and (tmp_path / "cli" / "report.html").exists()
     assert main(["report", str(tmp_path / "cli")]) == 0
-    assert main(["mine", "backend=gpt"]) == 2 and "Unknown backend 'gpt'" in capsys.readouterr().err
+    assert main(["mine", "backend=gpt"]) == 2 and "'backend' must be one of offline, chat, got 'gpt'" in capsys.readouterr().err
     assert main(["mine", "treshold=0.8"]) == 2 and "threshold" in capsys.readouterr().err
     with pytest.raises(RetainError, match="does not exist"):
         run_mine(cfg(tmp_path, tiny_clip_dir, tmp_path / "missing.txt"))

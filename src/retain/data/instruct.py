@@ -16,9 +16,11 @@ An `InstructionTask` is what the MLLM trainer trains and evaluates on. Sources:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,25 @@ class InstructionTask:
     splits: dict[str, InstructionSplit]
     scorer: str  # emt | exact | vqa | caption
     source: Task | None = field(default=None, repr=False)  # the classification task, for scorer "emt"
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the items, to tell whether two runs saw the same data: per split,
+        the questions, answers, references and labels, and each image's pixels (in memory)
+        or its path, size and modification time (a file read when it is used)."""
+        h = hashlib.sha256(self.scorer.encode() + b"\0")
+        for name, s in sorted(self.splits.items()):
+            labels = None if s.labels is None else np.asarray(s.labels).tolist()
+            h.update(json.dumps([name, s.questions, s.answers, s.references, labels]).encode())
+            for image in s.images:
+                if image is None:
+                    h.update(b"\0")
+                elif isinstance(image, str):
+                    st = os.stat(image)
+                    h.update(f"{image}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                else:
+                    h.update(np.ascontiguousarray(image).data)
+        return h.hexdigest()
 
     def split(self, name: str) -> InstructionSplit:
         if name not in self.splits:
@@ -197,6 +218,14 @@ def load_conversations(path: str | Path, image_root: str | Path | None = None) -
         turns = rec.get("conversations") if isinstance(rec, dict) else None
         if not isinstance(turns, list) or not turns:
             raise RetainError(f"{where} has no `conversations` list.")
+        bad = next((j for j, t in enumerate(turns) if not isinstance(t, dict) or not isinstance(t.get("value"), str)),
+                   None)
+        if bad is not None:
+            raise RetainError(f"{where}: turn {bad} of its conversations is {turns[bad]!r}; every turn must be a "
+                              'mapping like {"from": "human", "value": "<text>"}.')
+        if "image" in rec and rec["image"] is not None and not isinstance(rec["image"], str):
+            raise RetainError(f"{where}: `image` is {rec['image']!r}; it must be one path (relative to image_root), "
+                              "and items with several images are not supported.")
         human = next((t for t in turns if t.get("from") in ("human", "user")), None)
         gpt = next((t for t in turns if t.get("from") in ("gpt", "assistant")), None)
         if human is None or gpt is None or not str(gpt.get("value", "")).strip():

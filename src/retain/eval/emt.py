@@ -12,7 +12,10 @@ three ways:
 
 Per dataset: MLLM accuracy, the vision encoder's own zero-shot accuracy beside it, the
 gap, and the paper's failure types (wrong class, several classes, a class outside the
-label set) with counts and examples.
+label set) with counts and examples. An item the judge could not score is unscored (outcome
+`judge_error`), never wrong; with no item scored the accuracy is None, not 0. An endpoint
+that goes down (`retain.llm.EndpointDown`) leaves the remaining items unscored and is
+reported in `halted`, for the caller to stop on.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from retain.data.task import Task
 from retain.errors import RetainError
 from retain.eval.emt_match import OUTCOMES, RuleMatcher
+from retain.llm import EndpointDown
 from retain.progress import bar
 
 EMT_TEMPLATE = "What is the {noun} in the image? Please only answer a single {noun} in [{classes}]."
@@ -41,20 +45,26 @@ def emt_prompt(task: Task, template: str = EMT_TEMPLATE) -> str:
 class EMTResult:
     task: str
     mode: str
-    accuracy: float
+    accuracy: float | None
+    """None when no item could be scored"""
     encoder_zero_shot: float | None
     counts: dict[str, int]
     examples: dict[str, list[dict]]
     records: list[dict] = field(repr=False, default_factory=list)
+    halted: str | None = None
+    """why judging stopped part-way (the endpoint went down), None when every item was asked"""
 
     @property
     def gap(self) -> float | None:
-        return None if self.encoder_zero_shot is None else self.accuracy - self.encoder_zero_shot
+        if self.encoder_zero_shot is None or self.accuracy is None:
+            return None
+        return self.accuracy - self.encoder_zero_shot
 
     def summary(self) -> dict:
         return {"task": self.task, "mode": self.mode, "mllm_accuracy": self.accuracy,
                 "encoder_zero_shot": self.encoder_zero_shot, "gap": self.gap,
-                "counts": self.counts, "examples": self.examples}
+                "counts": self.counts, "unscored": self.counts.get("judge_error", 0), "examples": self.examples,
+                **({"halted": self.halted} if self.halted else {})}
 
 
 def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None, judge=None,
@@ -68,7 +78,7 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
     split = task.split("test").subset(limit)
     prompt = emt_prompt(task, template)
     matcher = RuleMatcher(task.class_names)
-    records = []
+    records, halted = [], None
     if mode == "likelihood":
         for s in bar(range(0, len(split), batch_size), desc=f"EMT likelihood on {task.name}"):
             batch = list(split.images[s:s + batch_size])
@@ -87,9 +97,14 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
             m = matcher.match(answer, label)
             rec = {"index": i, "label": label, "answer": answer, "predicted": m.predicted, "outcome": m.outcome}
             if mode == "judge":
-                v = judge.judge(answer, task.class_names[label], task.class_names)
-                rec["judge_reply"] = v.reply
-                if v.correct is None:
+                try:
+                    v = None if halted else judge.judge(answer, task.class_names[label], task.class_names)
+                except EndpointDown as e:
+                    halted, v = str(e), None
+                rec["judge_reply"] = v and v.reply
+                if v is None:
+                    rec["outcome"], rec["judge_error"] = "judge_error", "not judged: the endpoint is down"
+                elif v.correct is None:
                     rec["outcome"], rec["judge_error"] = "judge_error", v.error
                 elif v.correct:
                     rec["outcome"] = "correct"
@@ -98,7 +113,7 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
             records.append(rec)
     counts = Counter(r["outcome"] for r in records)
     scored = [r for r in records if r["outcome"] != "judge_error"]
-    accuracy = sum(r["outcome"] == "correct" for r in scored) / max(len(scored), 1)
+    accuracy = sum(r["outcome"] == "correct" for r in scored) / len(scored) if scored else None
     examples = {o: [{"answer": r["answer"], "label": task.class_names[r["label"]]}
                     for r in records if r["outcome"] == o][:examples_per_type]
                 for o in (*OUTCOMES[1:], "judge_error") if counts.get(o)}
@@ -108,4 +123,4 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
 
         zs = zero_shot(encoder, task, limit=limit).accuracy
     full_counts = {o: counts.get(o, 0) for o in (*OUTCOMES, "judge_error")}
-    return EMTResult(task.name, mode, accuracy, zs, full_counts, examples, records)
+    return EMTResult(task.name, mode, accuracy, zs, full_counts, examples, records, halted)

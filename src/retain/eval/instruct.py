@@ -3,8 +3,10 @@
 Scorers: `exact` (exact match after the VQA normalisation), `vqa` (VQA accuracy over the
 references), `caption` (ROUGE-L per item as the task's score; BLEU-4 and CIDEr-D over the
 split as well), `judge` (an LLM judge on an OpenAI-compatible endpoint decides; an item
-it cannot judge is reported and left out of the score). Every answer is kept as a record,
-so each score can be audited.
+it cannot judge is reported and left out of the score: unscored, never wrong; with no item
+scored the score is None, not 0). Every answer is kept as a record, so each score can be
+audited. An endpoint that goes down (`retain.llm.EndpointDown`) leaves the remaining items
+unscored and is reported in `halted`, for the caller to stop on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from retain.errors import RetainError
 from retain.eval.text_scores import bleu, cider_d, exact_match, rouge_l, vqa_accuracy
+from retain.llm import EndpointDown
 from retain.progress import bar
 
 ITEM_SCORES = {"exact": exact_match, "vqa": vqa_accuracy, "caption": rouge_l}
@@ -25,9 +28,12 @@ SCORERS = (*ITEM_SCORES, "judge")
 class InstructionResult:
     task: str
     scorer: str
-    score: float
+    score: float | None
+    """None when no item could be scored"""
     extra: dict = field(default_factory=dict)
     records: list[dict] = field(repr=False, default_factory=list)
+    halted: str | None = None
+    """why judging stopped part-way (the endpoint went down), None when every item was asked"""
 
 
 def evaluate_instruction(mllm, task, limit: int | None = None, batch_size: int = 8,
@@ -57,16 +63,19 @@ def evaluate_instruction(mllm, task, limit: int | None = None, batch_size: int =
             continue
         answers += mllm.generate(ims, split.questions[s:s + batch_size], max_new_tokens=max_new_tokens,
                                  batch_size=batch_size)
-    records = []
+    records, halted = [], None
     for i, answer in enumerate(answers):
         refs = split.refs(i)
         rec = {"index": i, "question": split.questions[i], "answer": answer, "references": refs}
         if task.scorer == "judge":
-            v = judge.judge_open(split.questions[i], answer, refs)
-            rec["score"] = None if v.correct is None else float(v.correct)
-            rec["judge_reply"] = v.reply
-            if v.error:
-                rec["judge_error"] = v.error
+            try:
+                v = None if halted else judge.judge_open(split.questions[i], answer, refs)
+            except EndpointDown as e:
+                halted, v = str(e), None
+            rec["score"] = None if v is None or v.correct is None else float(v.correct)
+            rec["judge_reply"] = v and v.reply
+            if v is None or v.error:
+                rec["judge_error"] = v.error if v else "not judged: the endpoint is down"
         else:
             rec["score"] = ITEM_SCORES[task.scorer](answer, refs)
         records.append(rec)
@@ -78,5 +87,5 @@ def evaluate_instruction(mllm, task, limit: int | None = None, batch_size: int =
     scored = [r["score"] for r in records if r["score"] is not None]
     if task.scorer == "judge":
         extra = {"judged": len(scored), "judge_errors": len(records) - len(scored)}
-    score = float(np.mean(scored)) if scored else 0.0
-    return InstructionResult(task.name, task.scorer, score, extra, records)
+    score = float(np.mean(scored)) if scored else None
+    return InstructionResult(task.name, task.scorer, score, extra, records, halted)

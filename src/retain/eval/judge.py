@@ -4,7 +4,8 @@ is an open answer correct given its references (instruction tasks that ask for a
 EMT's paper asked GPT-3.5 whether the MLLM's answer and the label mean the same object.
 Any OpenAI-compatible endpoint serves (see `retain.llm.ChatClient`). A judge reply must
 begin with yes or no; any other reply is asked again (uncached) and, if it stays unclear,
-reported for that item. No failure of one item stops the others.
+reported for that item. No failure of one item stops the others, except an endpoint that
+counts as down (`retain.llm.EndpointDown`): that stops the evaluation with one message.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from retain.llm import ChatClient, LMError
+from retain.llm import ChatClient, EndpointDown, LMError
 
 JUDGE_SYSTEM = "You grade answers of an image classifier. Reply with one word: yes or no."
 JUDGE_PROMPT = (
@@ -65,6 +66,8 @@ class LLMJudge:
         for attempt in range(self.unclear_retries + 1):
             try:
                 reply = self.client.chat(messages, use_cache=attempt == 0, max_tokens=3)
+            except EndpointDown:
+                raise
             except LMError as e:
                 return Verdict(None, error=str(e))
             verdict = parse_verdict(reply)

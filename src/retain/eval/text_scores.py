@@ -1,23 +1,53 @@
 """Scores of generated answers against references: exact match, VQA accuracy, and the
-caption metrics BLEU-4, ROUGE-L and CIDEr-D as the COCO caption evaluation defines them.
+caption metrics BLEU-4, ROUGE-L and CIDEr-D as the COCO caption evaluation computes them.
 
 - `normalize_answer`: the VQA evaluation's normalisation (lower case, punctuation and
   articles dropped, number words to digits, common contractions).
 - `vqa_accuracy`: min(#references equal to the answer / 3, 1), averaged over the ten
   leave-one-out subsets when there are ten references (Antol et al., 2015); with one
   reference it is exact match after normalisation.
-- `bleu`: corpus BLEU-N (Papineni et al., 2002): clipped n-gram precisions, geometric mean,
-  brevity penalty from the reference length closest to each candidate.
-- `rouge_l`: longest-common-subsequence F-measure with beta = 1.2, the best over references.
-- `cider_d`: TF-IDF-weighted n-gram (1..4) cosine with clipping and a Gaussian length
-  penalty (sigma 6), times 10, IDF from the evaluated references (Vedantam et al., 2015).
+- `bleu`, `rouge_l`, `cider_d`: the scorers of pycocoevalcap (the COCO caption evaluation,
+  Chen et al., 2015, which MCITlib reports), called on text tokenised by `ptb_tokenize`.
+  `bleu` is corpus BLEU-N (Papineni et al., 2002) with the reference length closest to each
+  candidate; `rouge_l` is one item's ROUGE-L (Lin, 2004) with beta 1.2, from the best
+  precision and the best recall over the references taken separately (not the best F of
+  any one reference); `cider_d` is the mean over items of CIDEr-D (Vedantam et al., 2015):
+  TF-IDF n-gram (1..4) cosine with clipping and a Gaussian length penalty (sigma 6), times
+  10, the IDF taken from the references of the items scored together.
+
+What the library gives on edge cases, kept as it is: candidates with no n-gram of some
+order in their references get a small positive BLEU (about 1e-4 for BLEU-4 on one short
+caption, not 0), since the library adds 1e-15 to every match count; an answer with no
+words scores 0 on its own on all three (ROUGE-L 1 against an empty reference: the library
+compares the two empty strings). On a
+single item every n-gram's IDF is log(1/1) = 0, so CIDEr-D is 0 whatever the answer; it
+only means something over a split. An item with no references, or an empty corpus, is a
+`RetainError` (the library would stop on an assertion). When no reference has any word,
+CIDEr-D is 0 (every cosine is 0; the library itself fails on its empty IDF table).
+
+`ptb_tokenize` stands in for pycocoevalcap's PTBTokenizer, which runs Stanford CoreNLP
+under Java, which retain does not require. Like it, it lower-cases, splits the clitics
+n't 's 're 've 'll 'm 'd from their word, keeps hyphenated words and numbers such as 1,000
+or 3.5 whole, and drops the tokens in the library's `PUNCTUATIONS` list (with the quote
+and bracket characters that PTB rewrites to entries of that list). It may differ from the
+Java tokeniser on abbreviations ("a.m.", "U.S." keep their dots there, and come out here
+as "a m", "u s"), on runs of marks such as "?!" or "!!" (one token there, surviving the
+filter; dropped here), on square brackets (-lsb- there, "[" here), on symbols inside a word
+("m/s", "at&t", which PTB may keep whole), and on PTB's special splits ("cannot" -> "can
+not", "gonna" -> "gon na"). Captions rarely have these, and a difference counts only
+where the candidate or a reference has one.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
+
+from retain.errors import RetainError
 
 NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
            "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
@@ -54,81 +84,47 @@ def vqa_accuracy(answer: str, references: list[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+PTB_DROPPED = frozenset(PUNCTUATIONS) | {'"', "(", ")", "{", "}"}  # PTB writes these as ``/'', -LRB-, ...
+PTB_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|m|d)\b|\w+(?:-\w+)*|\.\.\.|--|\S")
 
 
-def ngrams(words: list[str], n: int) -> Counter:
-    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+def ptb_tokenize(text: str) -> str:
+    """Lower-case `text`, split it as the PTB tokeniser would, drop punctuation; words joined by spaces."""
+    return " ".join(t for t in PTB_TOKEN.findall(text.lower()) if t not in PTB_DROPPED)
+
+
+def coco_inputs(candidates: list[str], references: list[list[str]]) -> tuple[dict, dict]:
+    """The (references, candidates) dicts pycocoevalcap's scorers take, keyed by item index, tokenised."""
+    if len(candidates) != len(references):
+        raise RetainError(f"{len(candidates)} candidates but {len(references)} reference lists: give one list per "
+                          "candidate.")
+    if not candidates:
+        raise RetainError("No items to score: caption metrics need at least one candidate with references.")
+    for i, refs in enumerate(references):
+        if not refs:
+            raise RetainError(f"Item {i} has no reference, so it cannot be scored: give it at least one.")
+    gts = {i: [ptb_tokenize(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [ptb_tokenize(c)] for i, c in enumerate(candidates)}
+    return gts, res
 
 
 def bleu(candidates: list[str], references: list[list[str]], n: int = 4) -> float:
-    """Corpus BLEU-n of `candidates`, each with its list of references."""
-    matched, total = [0] * n, [0] * n
-    cand_len = ref_len = 0
-    for cand, refs in zip(candidates, references):
-        c, rs = tokens(cand), [tokens(r) for r in refs]
-        cand_len += len(c)
-        ref_len += min((abs(len(r) - len(c)), len(r)) for r in rs)[1]
-        for k in range(1, n + 1):
-            counts = ngrams(c, k)
-            best: Counter = Counter()
-            for r in rs:
-                best |= ngrams(r, k)
-            matched[k - 1] += sum(min(v, best[g]) for g, v in counts.items())
-            total[k - 1] += max(len(c) - k + 1, 0)
-    if cand_len == 0 or min(matched) == 0:
-        return 0.0
-    log_p = sum(math.log(m / t) for m, t in zip(matched, total)) / n
-    brevity = 1.0 if cand_len > ref_len else math.exp(1 - ref_len / cand_len)
-    return brevity * math.exp(log_p)
-
-
-def _lcs(a: list[str], b: list[str]) -> int:
-    row = [0] * (len(b) + 1)
-    for x in a:
-        prev = 0
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], prev + 1 if x == y else max(row[j], row[j - 1])
-    return row[-1]
+    """Corpus BLEU-n of `candidates`, each with its list of references (pycocoevalcap's `Bleu`)."""
+    score, _ = Bleu(n).compute_score(*coco_inputs(candidates, references), verbose=0)
+    return float(score[n - 1])
 
 
 def rouge_l(candidate: str, references: list[str], beta: float = 1.2) -> float:
-    c = tokens(candidate)
-    best = 0.0
-    for r in map(tokens, references):
-        lcs = _lcs(c, r)
-        if lcs == 0:
-            continue
-        p, rec = lcs / len(c), lcs / len(r)
-        best = max(best, (1 + beta**2) * p * rec / (rec + beta**2 * p))
-    return best
+    """ROUGE-L of one candidate: F_beta of the best LCS precision and best LCS recall over references."""
+    (gts, res), scorer = coco_inputs([candidate], [references]), Rouge()
+    scorer.beta = beta
+    return float(scorer.calc_score(res[0], gts[0]))
 
 
 def cider_d(candidates: list[str], references: list[list[str]], n: int = 4, sigma: float = 6.0) -> float:
-    """Corpus CIDEr-D: the mean over items of the per-item score."""
-    refs_tok = [[tokens(r) for r in refs] for refs in references]
-    doc_freq: list[Counter] = [Counter() for _ in range(n)]
-    for refs in refs_tok:
-        for k in range(n):
-            doc_freq[k].update(set(g for r in refs for g in ngrams(r, k + 1)))
-    log_items = math.log(float(len(candidates)))
-
-    def vector(words, k):
-        counts = ngrams(words, k + 1)
-        vec = {g: c * (log_items - math.log(max(1.0, doc_freq[k][g]))) for g, c in counts.items()}
-        return vec, math.sqrt(sum(v * v for v in vec.values()))
-
-    scores = []
-    for cand, refs in zip(candidates, refs_tok):
-        c = tokens(cand)
-        score = 0.0
-        for k in range(n):
-            vc, nc = vector(c, k)
-            for r in refs:
-                vr, nr = vector(r, k)
-                dot = sum(min(v, vr[g]) * vr[g] for g, v in vc.items() if g in vr)
-                if nc and nr:
-                    score += dot / (nc * nr) * math.exp(-((len(c) - len(r)) ** 2) / (2 * sigma**2))
-        scores.append(10.0 * score / n / len(refs))
-    return sum(scores) / len(scores) if scores else 0.0
+    """Corpus CIDEr-D: the mean over items of the per-item score (pycocoevalcap's `Cider`)."""
+    gts, res = coco_inputs(candidates, references)
+    if not any(r for refs in gts.values() for r in refs):
+        return 0.0  # every cosine is 0; the library would fail on its empty IDF table
+    score, _ = Cider(n=n, sigma=sigma).compute_score(gts, res)
+    return float(score)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 
+from retain.config import FRACTION, POSITIVE
 from retain.methods.base import TaskContext, register
 from retain.methods.disco import accumulate_prototype
 from retain.methods.moelora import MoELoRA, MoELoRAOptions, moe_layers
@@ -28,11 +30,11 @@ from retain.methods.routing import PrototypeRouter
 
 @dataclass
 class CLMoEOptions(MoELoRAOptions):
-    momentum_specific: float = 0.1
+    momentum_specific: Annotated[float, FRACTION] = 0.1
     """momentum of the experts the task relied on (low: keep the new weights)"""
-    momentum_shared: float = 0.9
+    momentum_shared: Annotated[float, FRACTION] = 0.9
     """momentum of the experts it barely used (high: keep the old weights)"""
-    usage_items: int = 64
+    usage_items: Annotated[int, POSITIVE] = 64
     """training items whose gates measure each expert's usage"""
 
 

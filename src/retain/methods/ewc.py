@@ -10,19 +10,21 @@ log p(y|x) is the log-likelihood of the reference answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from retain.config import NON_NEGATIVE, POSITIVE
 from retain.methods.base import Method, TaskContext, is_mllm, register
 from retain.methods.l2sp import encoder_parameters, setup_mllm_adapters
 
 
 @dataclass
 class EWCOptions:
-    weight: float = 100.0
+    weight: Annotated[float, NON_NEGATIVE] = 100.0
     """lambda: the penalty's weight"""
-    fisher_samples: int = 200
+    fisher_samples: Annotated[int, POSITIVE] = 200
     """training items whose per-item gradients estimate the Fisher"""
 
 

@@ -8,15 +8,17 @@ weights at the start of the current task (the pre-trained model for the first).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from retain.config import NON_NEGATIVE
 from retain.methods.base import Method, TaskContext, is_mllm, mllm_trainable, register
 
 
 @dataclass
 class L2SPOptions:
-    weight: float = 0.01
+    weight: Annotated[float, NON_NEGATIVE] = 0.01
     """alpha of L2-SP: the penalty's weight"""
 
 

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 
+from retain.config import NON_NEGATIVE
 from retain.methods.base import Method, TaskContext, register
 
 
@@ -44,15 +46,15 @@ PAPER_ALPHA = 10.0
 
 @dataclass
 class LDIFSOptions:
-    alpha: float = PAPER_ALPHA
+    alpha: Annotated[float, NON_NEGATIVE] = PAPER_ALPHA
     """weight of the feature-distance regulariser (10: the paper's, for lr 1e-5 and long schedules)"""
-    taps: list = field(default_factory=list)
+    taps: list[int] = field(default_factory=list)
     """tapped blocks (0 = embedding output); empty: embedding + 4 evenly spaced blocks"""
-    normalize: str = "token"
+    normalize: Literal["token", "channel"] = "token"
     """'token' (over T, per channel; the reference code's, default) or 'channel' (over D, per token)"""
     cache_frozen: bool = True
     """keep the frozen model's features of each item after its first step instead of recomputing"""
-    cache_max_mb: float = 1024.0
+    cache_max_mb: Annotated[float, NON_NEGATIVE] = 1024.0
     """largest cache (float32) to keep; beyond it the frozen tower runs every step"""
 
 def default_taps(num_blocks: int, count: int = 4) -> tuple[int, ...]:

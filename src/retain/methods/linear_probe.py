@@ -7,19 +7,21 @@ zero-shot head, with an L2 penalty; the image tower never changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from retain.config import NON_NEGATIVE, POSITIVE
 from retain.eval.classification import image_features
 from retain.methods.base import Method, TaskContext, register
 
 
 @dataclass
 class LinearProbeOptions:
-    l2: float = 1e-4
+    l2: Annotated[float, NON_NEGATIVE] = 1e-4
     """L2 penalty on the head weights"""
-    max_iter: int = 100
+    max_iter: Annotated[int, POSITIVE] = 100
     """L-BFGS iterations"""
 
 

@@ -8,17 +8,19 @@ trained through the whole sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from retain.config import POSITIVE, Range
 from retain.methods.base import MLLMMethod, register
 
 
 @dataclass
 class LoRAOptions:
-    r: int = 16
+    r: Annotated[int, POSITIVE] = 16
     """rank of the adapters"""
-    alpha: int = 32
+    alpha: Annotated[int, POSITIVE] = 32
     """scaling numerator: the update is (alpha / r) * B A"""
-    dropout: float = 0.05
+    dropout: Annotated[float, Range(ge=0, le=0.999)] = 0.05
     """dropout on the adapters' input"""
     target_modules: str = ""
     """regex of the modules to adapt (empty: the LLM's attention and MLP projections)"""

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 
+from retain.config import POSITIVE
 from retain.methods.base import MLLMMethod, TaskContext, register
 from retain.methods.disco import accumulate_prototype
 from retain.methods.routing import PrototypeRouter, base_llava
@@ -25,9 +27,9 @@ TOKEN = "<|retain_prompt_{}|>"
 
 @dataclass
 class ModalPromptOptions:
-    length: int = 10
+    length: Annotated[int, POSITIVE] = 10
     """prompt vectors per task"""
-    lr_scale: float = 50.0
+    lr_scale: Annotated[float, POSITIVE] = 50.0
     """prompt learning rate as a multiple of train.lr"""
 
 

@@ -14,24 +14,26 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from retain.config import POSITIVE, Range
 from retain.errors import RetainError
 from retain.methods.base import MLLMMethod, register
 
 
 @dataclass
 class MoELoRAOptions:
-    r: int = 16
+    r: Annotated[int, POSITIVE] = 16
     """total rank, split equally over the experts"""
-    alpha: int = 32
+    alpha: Annotated[int, POSITIVE] = 32
     """scaling numerator: the update is (alpha / r) * sum_e g_e B_e A_e"""
-    experts: int = 8
+    experts: Annotated[int, POSITIVE] = 8
     """number of experts per layer"""
-    dropout: float = 0.05
+    dropout: Annotated[float, Range(ge=0, le=0.999)] = 0.05
     """dropout on the experts' input"""
     target_modules: str = ""
     """regex of the modules to adapt (empty: the LLM's attention and MLP projections)"""

@@ -12,9 +12,11 @@ which is zero when the row spaces are orthogonal and grows with their overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from retain.config import NON_NEGATIVE
 from retain.methods.base import register
 from retain.methods.per_task_lora import PerTaskLoRA, PerTaskLoRAOptions
 from retain.methods.routing import lora_layers
@@ -22,7 +24,7 @@ from retain.methods.routing import lora_layers
 
 @dataclass
 class OLoRAOptions(PerTaskLoRAOptions):
-    orthogonal_weight: float = 0.05
+    orthogonal_weight: Annotated[float, NON_NEGATIVE] = 0.05
     """weight of the orthogonality penalty (lambda_1)"""
 
 

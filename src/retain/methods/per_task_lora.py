@@ -5,18 +5,20 @@ one trained with the projector, and recreated on resume before their weights loa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from retain.config import POSITIVE
 from retain.methods.base import MLLMMethod, TaskContext
 from retain.methods.lora_ft import LoRAOptions, inject_lora
 
 
 @dataclass
 class PerTaskLoRAOptions(LoRAOptions):
-    r: int = 8
+    r: Annotated[int, POSITIVE] = 8
     """rank of each task's adapter"""
-    alpha: int = 16
+    alpha: Annotated[int, POSITIVE] = 16
     """scaling numerator: each update is (alpha / r) * B A"""
 
 

@@ -10,19 +10,21 @@ trained as lora_ft trains).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from retain.config import FRACTION, NON_NEGATIVE
 from retain.methods.base import Method, TaskContext, register
 from retain.methods.l2sp import setup_mllm_adapters
 
 
 @dataclass
 class ReplayOptions:
-    buffer_size: int = 500
+    buffer_size: Annotated[int, NON_NEGATIVE] = 500
     """items kept over all earlier tasks"""
-    replay_fraction: float = 0.5
+    replay_fraction: Annotated[float, FRACTION] = 0.5
     """replayed items per step, as a fraction of the batch size"""
 
 

@@ -13,9 +13,11 @@ so it can change everything except what earlier tasks relied on most.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from retain.config import FRACTION, NON_NEGATIVE
 from retain.methods.base import MLLMMethod, TaskContext, register
 from retain.methods.lora_ft import LoRAOptions, inject_lora
 from retain.methods.routing import delta_weight, lora_layers
@@ -23,9 +25,9 @@ from retain.methods.routing import delta_weight, lora_layers
 
 @dataclass
 class SEFEOptions(LoRAOptions):
-    top_ratio: float = 0.02
+    top_ratio: Annotated[float, FRACTION] = 0.02
     """share of each layer's update entries kept as key positions after a task"""
-    weight: float = 1.0
+    weight: Annotated[float, NON_NEGATIVE] = 1.0
     """weight of the penalty on key positions"""
 
 

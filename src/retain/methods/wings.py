@@ -11,7 +11,9 @@ normally starts from a stage-1 checkpoint).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+from retain.config import POSITIVE
 from retain.errors import RetainError
 from retain.methods.base import MLLMMethod, register
 from retain.methods.routing import base_llava
@@ -19,9 +21,9 @@ from retain.methods.routing import base_llava
 
 @dataclass
 class WingsOptions:
-    stage: int = 1
+    stage: Literal[1, 2] = 1
     """1: visual learners + projector; 2: also textual learners, routers and the LLM"""
-    rank: int = 64
+    rank: Annotated[int, POSITIVE] = 64
     """rank of every LoRRA projection (the paper's scripts use 64)"""
 
 

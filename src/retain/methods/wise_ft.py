@@ -8,15 +8,17 @@ alpha = 0 keeps the start, alpha = 1 keeps the fine-tuned model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from retain.config import FRACTION
 from retain.methods.base import Method, TaskContext, register
 
 
 @dataclass
 class WiSEFTOptions:
-    alpha: float = 0.5
+    alpha: Annotated[float, FRACTION] = 0.5
     """mixing coefficient: weight of the fine-tuned model"""
 
 

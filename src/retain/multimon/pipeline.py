@@ -5,7 +5,9 @@ mined.jsonl (the kept erroneous agreements, best first), generated.jsonl (every 
 pair with its scores), results.json, table.md and report.html. Embeddings are cached by
 (encoder, corpus), language-model replies in `<run>/lm-cache/`, so a rerun costs only what
 changed. A language-model failure is recorded in results.json under `errors` and the run
-goes on with what it has.
+goes on with what it has, unless the endpoint counts as down (nothing answers at its URL,
+or `breaker` requests in a row failed, see `retain.llm`): then the run stops with one
+message, keeping mined.jsonl and the cached replies.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
+from retain.config import NON_NEGATIVE, POSITIVE, Range
 from retain.errors import RetainError
 from retain.io import write_json, write_text
-from retain.llm import LMError
+from retain.llm import EndpointDown, LMError
 from retain.progress import bar, say
 
 PAPER_NEGATIVE_KEYWORDS = ["there is no", "unable", "does not", "do not", "am not", "no image", "no picture"]
@@ -35,7 +39,7 @@ class MineConfig:
     """the reference sentence encoder: minilm (offline), hf:sentence-transformers/<id>, a folder"""
     corpus: str = "generated"
     """generated (offline templates), a .txt file (one sentence per line), or hf:<dataset id or folder>"""
-    corpus_size: int = 60000
+    corpus_size: Annotated[int, NON_NEGATIVE] = 60000
     """sentences in the generated corpus; for other corpora a cap (0: all)"""
     corpus_split: str = "train"
     corpus_config: str = ""
@@ -43,36 +47,39 @@ class MineConfig:
     """the text column of a `datasets` corpus (empty: the first of premise, sentence1, caption(s), text)"""
     negative_keywords: list = field(default_factory=lambda: list(PAPER_NEGATIVE_KEYWORDS))
     """sentences containing any of these are dropped before mining (the paper's list)"""
-    threshold: float = 0.9
+    threshold: Annotated[float, Range(gt=0, lt=1)] = 0.9
     """target cosine above which a pair counts as conflated"""
-    gap: float = 0.2
+    gap: Annotated[float, NON_NEGATIVE] = 0.2
     """|target - reference cosine| above which the conflation is erroneous"""
-    top_k: int = 150
+    top_k: Annotated[int, POSITIVE] = 150
     """erroneous agreements kept, highest target cosine first"""
-    backend: str = "offline"
+    backend: Literal["offline", "chat"] = "offline"
     """offline (no language model) or chat (an OpenAI-compatible endpoint)"""
     lm_url: str = ""
     """the chat endpoint's base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1"""
     lm_model: str = ""
     lm_key_env: str = "OPENAI_API_KEY"
     """environment variable holding the endpoint's key (never written anywhere)"""
-    lm_timeout: float = 120.0
-    pairs_per_type: int = 41
+    lm_timeout: Annotated[float, POSITIVE] = 120.0
+    """seconds one request to the endpoint may take"""
+    lm_breaker: Annotated[int, POSITIVE] = 5
+    """requests failing in a row after which the endpoint counts as down and the run stops"""
+    pairs_per_type: Annotated[int, POSITIVE] = 41
     """new pairs asked for per failure type (the paper: 41)"""
-    transfer_pairs: int = 41
+    transfer_pairs: Annotated[int, NON_NEGATIVE] = 41
     """offline backend: extra pairs per type rewritten from captions retain has images of, for transfer"""
     steer: str = ""
     """a target use (e.g. "self-driving cars"): keep only pairs whose difference matters for it"""
-    steer_pool: int = 10
+    steer_pool: Annotated[int, POSITIVE] = 10
     """when steering, the best steer_pool x top_k agreements are asked, in order, until top_k pass"""
     steer_threshold: float = 0.3
     """offline steering: reference cosine between a pair and the steering text that counts as relevant"""
-    images_per_side: int = 8
+    images_per_side: Annotated[int, POSITIVE] = 8
     """images shown per caption when measuring transfer"""
     mllm: str = ""
     """an MLLM built on the target encoder for transfer (e.g. mini-llava); empty: zero-shot classifier only"""
-    batch_size: int = 256
-    block_size: int = 1024
+    batch_size: Annotated[int, POSITIVE] = 256
+    block_size: Annotated[int, POSITIVE] = 1024
     seed: int = 0
     trust_remote_code: bool = False
 
@@ -125,22 +132,25 @@ def make_backend(cfg: MineConfig, corpus: list[str], reference, out: Path):
 
     if cfg.backend == "offline":
         return OfflineBackend(corpus, reference, seed=cfg.seed, steer_threshold=cfg.steer_threshold)
+    return ChatBackend(chat_client(cfg, out))
+
+
+def chat_client(cfg: MineConfig, out: Path):
     from retain.llm import ChatClient
 
-    return ChatBackend(ChatClient(cfg.lm_url, cfg.lm_model, api_key_env=cfg.lm_key_env, timeout=cfg.lm_timeout,
-                                  cache_dir=str(out / "lm-cache")))
+    return ChatClient(cfg.lm_url, cfg.lm_model, api_key_env=cfg.lm_key_env, timeout=cfg.lm_timeout,
+                      breaker=cfg.lm_breaker, cache_dir=str(out / "lm-cache"), url_trusted=False)
 
 
 # ---- the pipeline --------------------------------------------------------------------
 def validate(cfg: MineConfig) -> None:
     """Bad settings fail here, before any model is loaded."""
-    if not 0 < cfg.threshold < 1 or cfg.gap < 0 or cfg.top_k < 1 or cfg.pairs_per_type < 1:
-        raise RetainError("Need 0 < threshold < 1, gap >= 0, top_k >= 1 and pairs_per_type >= 1 "
-                          f"(got {cfg.threshold}, {cfg.gap}, {cfg.top_k}, {cfg.pairs_per_type}).")
-    if cfg.backend not in ("offline", "chat"):
-        raise RetainError(f"Unknown backend {cfg.backend!r}: use offline or chat.")
     if cfg.backend == "chat" and (not cfg.lm_url or not cfg.lm_model):
         raise RetainError("backend: chat needs lm_url (an OpenAI-compatible base URL) and lm_model.")
+    if cfg.backend == "chat":
+        from retain.llm import check_key
+
+        check_key(cfg.lm_url, cfg.lm_key_env, url_trusted=False, setting="lm_url")
 
 
 def run_mine(cfg: MineConfig) -> Path:
@@ -152,6 +162,8 @@ def run_mine(cfg: MineConfig) -> Path:
 
     validate(cfg)
     out = Path(cfg.output_dir) / cfg.name
+    if cfg.backend == "chat":  # a dead endpoint stops the run here, before any model is loaded
+        chat_client(cfg, out).probe()
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump({**asdict(cfg), "versions": versions()}, sort_keys=False))
     errors: dict[str, str] = {}
@@ -183,6 +195,8 @@ def run_mine(cfg: MineConfig) -> Path:
 
     try:
         failure_types = backend.categorise(pairs) if pairs else []
+    except EndpointDown:  # one message; mined.jsonl and the reply cache stay
+        raise
     except LMError as e:
         errors["categorise"] = str(e)
         failure_types = []
@@ -191,6 +205,8 @@ def run_mine(cfg: MineConfig) -> Path:
     for ft in bar(failure_types, desc="generating pairs per failure type", unit="type"):
         try:
             new = backend.generate(ft, cfg.pairs_per_type, avoid=mined_set)
+        except EndpointDown:
+            raise
         except LMError as e:
             errors[f"generate:{ft.name}"] = str(e)
             continue
@@ -225,6 +241,8 @@ def steer(rows: list[dict], backend, cfg: MineConfig, errors: dict) -> list[dict
         try:
             if backend.relevant(row["a"], row["b"], cfg.steer):
                 kept.append(row)
+        except EndpointDown:
+            raise
         except LMError as e:
             failed += 1
             errors["steer"] = f"{failed} pair(s) got no answer; last: {e}"

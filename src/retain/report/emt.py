@@ -105,6 +105,11 @@ def write_eval_report(out: Path) -> Path:
     fig = _accuracy_bars(res)
     P.save_figures(out / "figures", {"mllm_vs_encoder": fig})
     body = P.table(header, rows) + P.figures([("MLLM accuracy against its vision encoder's zero-shot", fig)])
+    unscored = sum(t["counts"].get("judge_error", 0) for t in res["tasks"])
+    if unscored or res.get("halted"):
+        body = (f"<p class='note'>{unscored} item(s) unscored (judge errors): an accuracy covers the scored items "
+                "only, none where no item was scored." + (f" Stopped: {P.esc(res['halted'])}" if res.get("halted")
+                                                          else "") + "</p>") + body
     sections = [("metrics", "The MLLM as an image classifier", body)]
     failures = ""
     for t in res["tasks"]:
@@ -128,7 +133,8 @@ def _accuracy_bars(res: dict) -> bytes:
     names = [t["task"] for t in res["tasks"]]
     fig, ax = P.plt().subplots(figsize=(1.8 + 1.2 * len(names), 3.4))
     x = np.arange(len(names))
-    ax.bar(x - 0.2, [100 * t["mllm_accuracy"] for t in res["tasks"]], 0.4, label="MLLM")
+    ax.bar(x - 0.2, [np.nan if t["mllm_accuracy"] is None else 100 * t["mllm_accuracy"] for t in res["tasks"]], 0.4,
+           label="MLLM")  # an unscored dataset gets no bar
     ax.bar(x + 0.2, [100 * (t["encoder_zero_shot"] if t["encoder_zero_shot"] is not None else np.nan)
                      for t in res["tasks"]], 0.4, label=f"vision encoder zero-shot ({res['encoder']})")
     ax.set_xticks(x, names, rotation=20, ha="right")

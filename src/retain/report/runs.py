@@ -231,6 +231,10 @@ def points_rows(results: list[dict]) -> tuple[list[str], list[list]]:
 def _points_section(res: dict) -> str:
     h, r = points_rows([res])
     out = f"<p>EMT datasets scored by {P.esc(res['evaluation']['emt_mode'])}.</p>" + P.table(h, r)
+    if res.get("unscored"):  # judge errors: a score covers the scored items only, '-' where none was scored
+        out += ("<p class='note'>Unscored items (judge errors) per evaluation point: " + "; ".join(
+            f"{P.esc(label)}: " + ", ".join(f"{P.esc(t)} {n}" for t, n in cells.items())
+            for label, cells in res["unscored"].items()) + ". A score covers the scored items only.</p>")
     last = res["evaluation"]["curve"][-1]
     outcomes = list(next(iter(last["counts"].values()), {}))
     rows = [[d, *[last["counts"][d].get(o, 0) for o in outcomes]] for d in last["counts"]]
@@ -244,11 +248,11 @@ def _row_labels(res) -> list[str]:
 
 
 def _heatmap(res: dict, title: str) -> bytes:
-    A = np.asarray(res["accuracy_matrix"])
+    A = np.asarray(res["accuracy_matrix"], dtype=float)  # an unscored cell (None) is NaN
     fig, ax = P.plt().subplots(figsize=(1.6 + 1.1 * A.shape[1], 1.2 + 0.55 * A.shape[0]))
     im = ax.imshow(A, vmin=0, vmax=1, cmap="viridis")
     for (i, j), v in np.ndenumerate(A):
-        ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=9)
+        ax.text(j, i, "-" if np.isnan(v) else f"{100 * v:.1f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=9)
     ax.set_xticks(range(A.shape[1]), res["sequence"], rotation=30, ha="right")
     ax.set_yticks(range(A.shape[0]), _row_labels(res))
     ax.set_xlabel("evaluated task")
@@ -258,7 +262,7 @@ def _heatmap(res: dict, title: str) -> bytes:
 
 
 def _curves(res) -> bytes:
-    A = np.asarray(res["accuracy_matrix"])
+    A = np.asarray(res["accuracy_matrix"], dtype=float)  # an unscored cell (None) is NaN
     fig, ax = P.plt().subplots(figsize=(5.5, 3.4))
     for j, t in enumerate(res["sequence"]):
         ax.plot(range(A.shape[0]), A[:, j], marker="o", label=t)
@@ -273,7 +277,7 @@ def _seen_curve(runs: list[Path], results: list[dict]) -> bytes:
     """Mean accuracy over the tasks trained so far, after each task, one line per run."""
     fig, ax = P.plt().subplots(figsize=(5.5, 3.4))
     for run, res in zip(runs, results):
-        A = np.asarray(res["accuracy_matrix"])
+        A = np.asarray(res["accuracy_matrix"], dtype=float)  # an unscored cell (None) is NaN
         seen = [A[t, :t].mean() for t in range(1, A.shape[0])]
         ax.plot(range(1, A.shape[0]), seen, marker="o", label=_label(run, res))
     ax.set_xticks(range(1, len(results[0]["sequence"]) + 1), _row_labels(results[0])[1:], rotation=20, ha="right")

@@ -24,9 +24,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 
+from retain.config import NON_NEGATIVE, POSITIVE
 from retain.errors import RetainError
 from retain.io import read_json, write_json, write_text
 from retain.progress import say
@@ -47,23 +49,23 @@ class WingsStudyConfig:
     """the original LLM as a causal LM (folder or hf:<id>); empty: SmolLM2 for the zoo's models"""
     emt_tasks: list = field(default_factory=lambda: ["easyvqa-shape", "easyvqa-color", "fashion-mnist"])
     """classification datasets posed as EMT questions (multimodal scores)"""
-    emt_mode: str = "likelihood"
+    emt_mode: Literal["likelihood", "rule"] = "likelihood"
     """EMT scoring: likelihood, rule (judge needs `retain eval`)"""
     instruction_tasks: list = field(default_factory=lambda: ["vqa-shapes"])
     """instruction tasks scored by their own scorer (multimodal scores)"""
-    limit: int = 100
+    limit: Annotated[int, NON_NEGATIVE] = 100
     """test items per multimodal task (0: all)"""
-    text_limit: int = 0
+    text_limit: Annotated[int, NON_NEGATIVE] = 0
     """offline text-only questions (0: all of them)"""
     text_benchmarks: list = field(default_factory=list)
     """MMLU/ARC/HellaSwag: mappings {kind, source, split, config, limit}"""
-    kl_prompts: int = 64
+    kl_prompts: Annotated[int, NON_NEGATIVE] = 64
     """text-only chats for the next-token KL against the original LLM"""
-    interleaved_per_mix: int = 6
+    interleaved_per_mix: Annotated[int, NON_NEGATIVE] = 6
     """conversations per number of image turns"""
-    interleaved_turns: int = 4
+    interleaved_turns: Annotated[int, POSITIVE] = 4
     """turns per conversation (0 .. turns of them show an image)"""
-    attention_items: int = 16
+    attention_items: Annotated[int, NON_NEGATIVE] = 16
     """(text, image, question) items for the attention shift"""
     seed: int = 0
     output_dir: str = "runs"
@@ -248,7 +250,7 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
 
     if not cfg.models:
         raise RetainError("The study names no models: set `models` (e.g. [mini-llava, mini-llava-wings]).")
-    if cfg.emt_mode not in ("likelihood", "rule"):
+    if cfg.emt_mode not in ("likelihood", "rule"):  # a config built in code skips the reader's check
         raise RetainError(f"emt_mode must be likelihood or rule, got {cfg.emt_mode!r}.")
     labels = [model_label(m) for m in cfg.models]
     if len(set(labels)) != len(labels):
