@@ -26,7 +26,7 @@ from retain.data import load_task
 from retain.eval.emt import evaluate_emt
 from retain.eval.judge import LLMJudge
 from retain.llm import ChatClient
-from retain.models.mllm import load_mllm
+from retain.registry import load_mllm
 
 OUT = Path(__file__).parent / "results"
 N = 100

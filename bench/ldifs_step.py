@@ -23,9 +23,9 @@ from retain.data import load_task
 from retain.eval.classification import image_features
 from retain.methods import create_method
 from retain.methods.base import TaskContext
-from retain.models import load_dual_encoder
+from retain.registry import load_dual_encoder
 from retain.models.classifier import ImageClassifier
-from retain.train import step_loss
+from retain.families.dual_encoder import step_loss
 
 OUT = Path(__file__).parent / "results"
 BATCH, WARMUP, REPEATS = 128, 3, 25

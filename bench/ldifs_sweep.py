@@ -141,9 +141,9 @@ def main() -> None:
                 "groups": {g: {k: v for name, _ in cmds if (RUNS / name).exists() for k, v in _prefixed(g, name).items()}
                            for g, cmds in plan.items()}})
     res["chosen_alpha"] = choose_alpha(res["groups"].get("alpha", {}))
-    from retain import zoo
+    from retain.registry import build_info
 
-    build = zoo.build_info("mini-clip")  # which build the runs used (its weights' hash)
+    build = build_info("mini-clip")  # which build the runs used (its weights' hash)
     if build:
         res["zoo_build"] = build
     OUT.parent.mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ Both arms fine-tune mini-LLaVA with the same LoRA (r 16 on the LLM's attention a
 projections, projector trainable), AdamW at the same learning rate, on the same
 vqa-shapes training items in the same order, batch 16, for STEPS steps after WARMUP
 untimed ones. The plain arm builds its batches with the processor and masks the prompt
-tokens itself; retain's arm is `retain.train.optimise` with `lora_ft`, as `retain run`
+tokens itself; retain's arm is `retain.engine.optimise` with `lora_ft`, as `retain run`
 uses it. Each arm runs in its own process (so peak memory is its own), alternating,
 REPEATS times. Tokens/s counts the non-padding tokens of every timed batch (image tokens
 included). Results: bench/results/mcit_throughput.json.
@@ -38,11 +38,11 @@ def plain() -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from retain import zoo
     from retain.models.mllm import LM_TARGETS, to_pil
+    from retain.registry import zoo_folder
 
     torch.manual_seed(0)
-    path = str(zoo.ensure("mini-llava"))
+    path = str(zoo_folder("mini-llava"))
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LM_TARGETS))
@@ -86,10 +86,10 @@ def retain_arm() -> dict:
     from retain.data.instruct import InstructionSplit, InstructionTask
     from retain.methods import create_method
     from retain.methods.base import TaskContext
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
     from retain.rundir import RunDir
-    from retain.train import optimise
-    from retain.train_mllm import _collate, batch_loss
+    from retain.engine import optimise
+    from retain.families.mllm import batch_loss, collate_items as _collate
 
     torch.manual_seed(0)
     mllm = load_mllm("mini-llava")

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retain import zoo
 from retain.data import load_task
 from retain.eval.emt import evaluate_emt
-from retain.models.mllm import load_mllm
+from retain.registry import load_mllm, zoo_folder
 from timed import timed_retain
 
 OUT = Path(__file__).parent / "results"
@@ -39,7 +38,7 @@ TEXT = [("What is 3 plus 4?", "7"), ("What is the capital of Italy?", "rome"), (
 
 def fresh_build() -> dict:
     """Wall time and peak memory of building mini-LLaVA when its parts are already cached."""
-    cache = Path(zoo.model_dir("mini-llava")).parents[1]
+    cache = zoo_folder("mini-llava", build=False).parents[1]
     tmp = Path(tempfile.mkdtemp(prefix="retain-build-"))
     try:
         (tmp / "zoo").mkdir()
@@ -58,7 +57,7 @@ def fresh_build() -> dict:
 def main() -> None:
     old = json.loads((OUT / "mini_llava.json").read_text()) if (OUT / "mini_llava.json").exists() else {}
     fresh = fresh_build() if "--build" in sys.argv else old.get("fresh_build")
-    path = zoo.ensure("mini-llava")
+    path = zoo_folder("mini-llava")
     mllm = load_mllm(str(path))
     shape, color = load_task("easyvqa-shape"), load_task("easyvqa-color")
     s_test, c_test = shape.split("test").subset(N), color.split("test").subset(N)

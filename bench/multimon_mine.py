@@ -33,20 +33,21 @@ SUBSET = 5_000
 
 def fresh_cache() -> Path:
     """A cache with the converted datasets and mini-CLIP linked in, and no embeddings."""
-    from retain import zoo
+    from retain.registry import zoo_folder
 
-    cache = Path(zoo.model_dir("mini-clip")).parents[1]
+    clip = zoo_folder("mini-clip", build=False)
+    cache = clip.parents[1]
     tmp = Path(tempfile.mkdtemp(prefix="retain-mine-"))
     (tmp / "zoo").mkdir()
     (tmp / "data").symlink_to(cache / "data")
-    (tmp / "zoo" / zoo.model_dir("mini-clip").name).symlink_to(zoo.model_dir("mini-clip"))
+    (tmp / "zoo" / clip.name).symlink_to(clip)
     return tmp
 
 
 def full_run() -> dict:
-    from retain import zoo
+    from retain.registry import zoo_folder
 
-    zoo.ensure("mini-clip")
+    zoo_folder("mini-clip")
     cache = fresh_cache()
     out = Path(tempfile.mkdtemp(prefix="retain-mine-out-"))
     args = ["--quiet", "mine", "configs/multimon.yaml", f"corpus_size={SIZE}", f"output_dir={out}", "name=bench"]

@@ -46,11 +46,11 @@ def measure(cache: str, out_dir: str, extra: list[str] = ()) -> dict:
 
 
 def build_hash(cache: str) -> dict | None:
-    """Which mini-CLIP build is in `cache` (recipe hash, weights' sha256: `zoo.build_info`)."""
+    """Which mini-CLIP build is in `cache` (recipe hash, weights' sha256: `build_info`)."""
     os.environ["RETAIN_CACHE"] = cache
-    from retain import zoo
+    from retain.registry import build_info
 
-    return zoo.build_info("mini-clip")
+    return build_info("mini-clip")
 
 
 def seeds_evidence(cache: str) -> dict:

@@ -35,7 +35,7 @@ def child(arm: str) -> dict:
 
     from retain.data.instruct import load_instruction_task
     from retain.methods import create_method
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
 
     torch.manual_seed(0)
     mllm = load_mllm("mini-llava")

@@ -23,10 +23,10 @@ def timed(args: list[str]) -> dict:
 
 
 def main() -> None:
-    from retain import zoo
+    from retain.registry import zoo_folder
 
     res = json.loads(OUT.read_text()) if OUT.exists() else {}
-    if not (zoo.model_dir("mini-llava-wings") / "DONE").exists():
+    if not (zoo_folder("mini-llava-wings", build=False) / "DONE").exists():
         res["build"] = {**timed(["zoo", "build", "mini-llava-wings"]), "command": "retain zoo build mini-llava-wings"}
         print("build", res["build"], flush=True)
     res["study_run"] = {**timed(["study", "configs/wings-study.yaml"]), "command": "retain study configs/wings-study.yaml"}

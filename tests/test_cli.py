@@ -37,9 +37,11 @@ def tiny_config(tmp_path: Path, model: Path, **over) -> Path:
     return path
 
 
-def retain(*args, env=None, check=True):
+def retain(*args, env=None, check=True, kill_after: int | None = None):
+    """The CLI in a subprocess; with `kill_after=N`, SIGKILLed once the N-th task is committed."""
     e = {**os.environ, "RETAIN_QUIET": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "retain", *map(str, args)], cwd=ROOT, env=e,
+    entry = ["-m", "retain"] if kill_after is None else [str(ROOT / "tests" / "killer.py"), str(kill_after)]
+    proc = subprocess.run([sys.executable, *entry, *map(str, args)], cwd=ROOT, env=e,
                           capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"retain {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -98,7 +100,7 @@ def test_same_seed_same_results_and_finished_run_not_recomputed(tmp_path, tiny_c
 @pytest.mark.parametrize("method", ["ewc", "replay"])
 def test_resume_after_kill_gives_same_results(tmp_path, tiny_clip_dir, method):
     cfg = tiny_config(tmp_path, tiny_clip_dir, methods=[method])
-    killed = retain("run", cfg, "name=killed", env={"RETAIN_KILL_AFTER_TASK": "1"}, check=False)
+    killed = retain("run", cfg, "name=killed", kill_after=1, check=False)
     assert killed.returncode != 0
     run = tmp_path / "runs" / "killed" / method
     assert json.loads((run / "state.json").read_text())["done_tasks"] == 1
@@ -207,3 +209,12 @@ def test_an_epoch_count_that_ends_a_task_before_max_steps_is_logged(tmp_path, ti
     retain("run", tiny_config(tmp_path, tiny_clip_dir, sequence=["digits"], probes=[], name="enough",
                               train={"epochs": 2, "max_steps": 5}))
     assert "fewer than train.max_steps" not in (tmp_path / "runs" / "enough" / "finetune" / "log.txt").read_text()
+
+
+def test_out_puts_the_run_where_it_says(tmp_path, tiny_clip_dir):
+    cfg = tiny_config(tmp_path, tiny_clip_dir, sequence=["digits"], probes=[])
+    retain("run", cfg, "--out", tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "tiny" / "finetune" / "results.json").exists()
+    assert not (tmp_path / "runs").exists()
+    assert yaml.safe_load((tmp_path / "elsewhere" / "tiny" / "finetune" / "config.yaml").read_text())["output_dir"] \
+        == str(tmp_path / "elsewhere")

@@ -76,7 +76,7 @@ def test_override_list_of_hub_datasets_with_options():
     ("replay", {"buffer_size": -1}, r"'method_args.replay.buffer_size' must be >= 0"),
 ])
 def test_method_options_are_checked_when_read(method, options, message):
-    from retain.methods.base import create_method
+    from retain.methods import create_method
 
     with pytest.raises(RetainError, match=message):
         create_method(method, options)

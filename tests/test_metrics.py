@@ -53,7 +53,7 @@ def test_comparison_has_a_concept_forgetting_column_only_where_something_was_mea
     """A run with no held-out EMT datasets must not show a made-up 0.0 delta."""
     from retain.io import write_json
     from retain.report import comparison_rows
-    from retain.train import delta_summary
+    from retain.metrics import delta_summary
 
     metrics = {"MFT": 0.5, "MFN": 0.4, "MAA": 0.45, "BWT": -0.1, "forgetting": 0.1}
     empty = delta_summary({}, {})

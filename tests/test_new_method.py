@@ -14,8 +14,8 @@ from test_cli import ROOT, results, retain, tiny_config
 
 from retain.data.task import ImageSplit, Task
 from retain.errors import RetainError
-from retain.methods.base import METHODS, TaskContext, create_method, load_plugins
-from retain.models import load_dual_encoder
+from retain.methods import METHODS, TaskContext, create_method, load_plugins
+from retain.registry import load_dual_encoder
 from retain.models.classifier import ImageClassifier
 
 

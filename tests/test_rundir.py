@@ -14,7 +14,7 @@ from retain.config import load_config
 from retain.errors import RetainError
 from retain.io import check_writable, write_json, write_text
 from retain.rundir import RunDir
-from retain.train import run_method
+from retain.families.dual_encoder import run_method
 
 
 class Killed(BaseException):

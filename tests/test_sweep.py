@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from retain.config import load_config
-from retain.methods.base import Variant, expand_methods
+from retain.methods import Variant, expand_methods
 from retain.errors import RetainError
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from conftest import need
 from test_cli import results, retain, tiny_config
 
 from retain.errors import RetainError
@@ -24,7 +26,7 @@ def _scalars(folder):
 
 
 def test_tensorboard_event_file_holds_the_run_metrics(tmp_path, tiny_clip_dir):
-    pytest.importorskip("tensorboard")
+    need("tensorboard")
     cfg = tiny_config(tmp_path, tiny_clip_dir, methods=["ldifs"])
     retain("run", cfg, "--report-to", "tensorboard")
     res = results(tmp_path, "ldifs")
@@ -67,9 +69,9 @@ def test_flatten_gives_scalars():
 
 
 def test_resume_continues_the_logged_steps_and_may_add_a_tracker(tmp_path, tiny_clip_dir):
-    pytest.importorskip("tensorboard")
+    need("tensorboard")
     cfg = tiny_config(tmp_path, tiny_clip_dir)
-    killed = retain("run", cfg, env={"RETAIN_KILL_AFTER_TASK": "1"}, check=False)  # no tracker yet
+    killed = retain("run", cfg, kill_after=1, check=False)  # no tracker yet
     assert killed.returncode != 0
     retain("run", cfg, "--resume", "--report-to", "tensorboard")  # added on resume: not a config change
     s = _scalars(tmp_path / "runs" / "tiny" / "finetune" / "tracking")

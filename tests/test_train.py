@@ -6,9 +6,9 @@ import torch
 
 from retain.config import load_config
 from retain.methods import METHODS
-from retain.models import load_dual_encoder
+from retain.registry import load_dual_encoder
 from retain.schedule import warmup_cosine
-from retain.train import run_method
+from retain.families.dual_encoder import run_method
 
 
 def tiny(tmp_path, model, **over):
@@ -41,6 +41,12 @@ def test_linear_probe_changes_heads_only(tmp_path, tiny_clip_dir):
     enc = load_dual_encoder(str(tiny_clip_dir))
     for k, v in enc.state_dict().items():
         torch.testing.assert_close(state[f"encoder.{k}"], v)
+    from retain.data import load_task
+
+    task = load_task("digits")  # the probe starts from the zero-shot head and must have moved it
+    zero_shot = enc.zero_shot_head(task.class_names, task.templates) * enc.logit_scale.exp()
+    assert state["heads.digits"].shape == zero_shot.shape
+    assert (state["heads.digits"] - zero_shot).abs().max() > 1e-3
 
 
 def test_warmup_then_cosine_schedule():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from retain.models import model_family
+from retain.registry import model_family
 from test_cli import results, retain, tiny_config
 
 
@@ -83,8 +83,8 @@ def test_adapter_trains_the_projector_only_and_lora_adds_adapters(tmp_path, tiny
 
 
 def test_lora_equals_its_merged_weights(tiny_llava_dir):
-    from retain.methods.lora_ft import LoRAOptions, inject_lora
-    from retain.models.mllm import load_mllm
+    from retain.methods.lora import LoRAOptions, inject_lora
+    from retain.registry import load_mllm
 
     mllm = load_mllm(str(tiny_llava_dir))
     inject_lora(mllm, LoRAOptions(r=4, alpha=8, dropout=0.0))
@@ -114,8 +114,7 @@ def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir, met
     over = {"sequence": ["digits", "textile"], "methods": [method], "train": {"epochs": 1},
             "eval": {"every_epoch": False, "emt_tasks": []}}
     retain("run", mllm_config(tmp_path / "a", tiny_llava_dir, **over))
-    killed = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), env={"RETAIN_KILL_AFTER_TASK": "1"},
-                    check=False)
+    killed = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), kill_after=1, check=False)
     assert killed.returncode != 0
     assert not (tmp_path / "b" / "runs" / "tiny" / method / "results.json").exists()
     refused = retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, **over), check=False)
@@ -243,7 +242,7 @@ def test_a_config_cannot_send_a_key_to_a_host_of_its_choosing(tmp_path, tiny_lla
 
 def test_an_unscored_cell_is_none_in_results_not_zero():
     from retain.config import RunConfig
-    from retain.train_mllm import assemble_results
+    from retain.families.mllm import assemble_results
 
     points = [{"label": "zero-shot", "task_index": -1, "epoch": 0, "accuracy": {"a": None, "b": 0.5}, "counts": {},
                "unscored": {"a": 6}},

@@ -25,7 +25,9 @@ def _digest(path):
 @pytest.mark.slow
 def test_short_build_is_deterministic(tmp_path, monkeypatch):
     recipe = {**zoo.MINI_CLIP_RECIPE, "steps": 8, "warmup_steps": 2}
-    monkeypatch.setattr(zoo, "ZERO_SHOT_TASKS", ["digits"])
+    from retain.zoo import mini_clip
+
+    monkeypatch.setattr(mini_clip, "ZERO_SHOT_TASKS", ["digits"])
     a = zoo.build("mini-clip", progress=False, recipe=recipe)
     first = _digest(a)
     zoo.build("mini-clip", progress=False, recipe=recipe, force=True)
@@ -40,7 +42,7 @@ def test_mini_clip_knows_its_pretraining_concepts_only():
     scores = json.loads((path / "zero_shot.json").read_text())
     assert scores["fashion-mnist"] > 0.6 and scores["easyvqa-color"] > 0.6 and scores["easyvqa-shape"] > 0.5
     assert scores["animal-mnist"] < 0.25 and scores["digits"] < 0.25  # held out: near chance (0.1)
-    from retain.models import load_dual_encoder
+    from retain.registry import load_dual_encoder
 
     enc = load_dual_encoder("mini-clip")
     assert enc.num_blocks == 6 and enc.image_size == 32
@@ -49,14 +51,14 @@ def test_mini_clip_knows_its_pretraining_concepts_only():
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["mini-llava", "mini-llava-wings"])
 def test_mini_llava_smoke_build_loads_and_answers(tmp_path, variant):
-    from retain.models.mllm import load_mllm
-    from retain.zoo_llava import build_mini_llava
+    from retain.registry import load_mllm
+    from retain.zoo.mini_llava import build_mini_llava
 
     recipe = {**zoo.RECIPES[variant],
               "align": {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1},
               "instruct": {"steps": 2, "batch_size": 2, "lr": 2e-4, "warmup_steps": 1, "lora_r": 4,
                            "lora_alpha": 8, "text_fraction": 0.5}}
-    path = build_mini_llava(recipe, tmp_path / "mini-llava", progress=False)
+    path = build_mini_llava(recipe, tmp_path, zoo.ensure("mini-clip", progress=False), progress=False)
     mllm = load_mllm(str(path))
     from retain.data import load_task
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from retain.errors import RetainError
 
 
+OUT_HELP = "where the run's folder goes (the config's output_dir; default runs)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retain", description="Measure and prevent forgetting in multimodal models.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines (for CI logs)")
@@ -21,14 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
     p.add_argument("--report-to", default=None, metavar="TRACKERS",
                    help="also send metrics to experiment trackers: tensorboard, wandb, mlflow (comma-separated)")
+    p.add_argument("--out", default=None, metavar="DIR", help=OUT_HELP)
 
     p = sub.add_parser("study", help="run a study preset (configs/wings-study.yaml: LLaVA way vs WINGS way)")
     p.add_argument("config", help="YAML study preset with a `study:` key")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. limit=50")
+    p.add_argument("--out", default=None, metavar="DIR", help=OUT_HELP)
 
     p = sub.add_parser("mine", help="MultiMon: mine, categorise, generate and evaluate text-encoder failures")
     p.add_argument("args", nargs="*", metavar="[CONFIG] key=value",
                    help="an optional YAML preset (configs/multimon.yaml), then overrides, e.g. corpus_size=20000")
+    p.add_argument("--out", default=None, metavar="DIR", help=OUT_HELP)
 
     p = sub.add_parser("eval", help="EMT: evaluate an MLLM as an image classifier")
     p.add_argument("--model", required=True, help="an MLLM: hf:<hub id> or a saved model folder")
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="available tasks and methods")
 
     args = parser.parse_args(argv)
+    if args.command in ("run", "study", "mine") and args.out:  # the same as an output_dir= override
+        getattr(args, "args" if args.command == "mine" else "overrides").append(f"output_dir={args.out}")
     from retain.progress import quiet, set_quiet
 
     if args.quiet or quiet():  # --quiet or RETAIN_QUIET=1
@@ -78,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     from retain.config import load_config
-    from retain.methods.base import expand_methods
+    from retain.methods import expand_methods
     from retain.methods import create_method
-    from retain.models import model_family
+    from retain.registry import model_family
     from retain.report import write_comparison, write_report
 
     from retain.tracking import trackers
@@ -88,7 +96,7 @@ def cmd_run(args) -> int:
     _allow_command_line_hosts(args.overrides)
     cfg = load_config(args.config, [*args.overrides, *([f"report_to={args.report_to}"] if args.report_to else [])])
     trackers(cfg.report_to)  # an unknown or missing tracker fails before any training
-    from retain.methods.base import load_plugins
+    from retain.methods import load_plugins
 
     load_plugins(cfg.plugins)
     from retain.data.instruct import check_conversation_files
@@ -112,10 +120,8 @@ def cmd_run(args) -> int:
                           "leave out --resume to start it.")
     check_writable(group)
     family = model_family(cfg.model, cfg.family, cfg.trust_remote_code)
-    if family == "mllm":
-        from retain.train_mllm import run_mllm_method as run_method
-    else:
-        from retain.train import run_method
+    from retain.families import run_method
+
     for v in variants:
         create_method(v.method, v.args, family=family)
     runs = []
@@ -123,7 +129,7 @@ def cmd_run(args) -> int:
         for seed in cfg.seeds or [cfg.seed]:
             seeded = dataclasses.replace(cfg, seed=int(seed), method_args={**cfg.method_args, v.method: v.args}
                                          if v.method in cfg.method_args else cfg.method_args)
-            run_method(seeded, v.method, resume=args.resume, label=v.label)
+            run_method(seeded, v.method, family, resume=args.resume, label=v.label)
             runs.append(run_path(seeded, v.method, v.label))
     from retain.progress import is_main
 
@@ -176,7 +182,7 @@ def cmd_eval(args) -> int:
     from retain.data import load_task
     from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
     from retain.io import write_json, write_text
-    from retain.models.mllm import load_mllm
+    from retain.registry import default_encoder, load_dual_encoder, load_mllm
     from retain.rundir import versions
 
     tasks = [load_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
@@ -201,12 +207,8 @@ def cmd_eval(args) -> int:
     check_writable(out)
     mllm = load_mllm(args.model)
     mllm.model.to(default_device())
-    from retain.train_mllm import DEFAULT_ENCODERS
-
-    encoder, encoder_name = None, args.encoder or DEFAULT_ENCODERS.get(args.model)
+    encoder, encoder_name = None, args.encoder or default_encoder(args.model)
     if encoder_name:
-        from retain.models import load_dual_encoder
-
         encoder = load_dual_encoder(encoder_name).to(default_device())
     rows, summaries, halted = [], [], None
     for task in tasks:

@@ -70,7 +70,14 @@ def concept_forgetting(before: dict[str, float], after: dict[str, float]) -> dic
     missing = set(before) ^ set(after)
     if missing:
         raise ValueError(f"concept-forgetting scores name different datasets: {sorted(missing)}")
-    return {k: float(after[k] - before[k]) for k in sorted(before)}
+    return {k: None if before[k] is None or after[k] is None else float(after[k] - before[k]) for k in sorted(before)}
+
+
+def delta_summary(before: dict, after: dict) -> dict:
+    """Concept forgetting with its inputs and its mean over the datasets scored before and after."""
+    d = concept_forgetting(before, after)
+    scored = [v for v in d.values() if v is not None]
+    return {"before": before, "after": after, "delta": d, "mean_delta": float(np.mean(scored)) if scored else None}
 
 
 def summary(A) -> dict[str, float]:

@@ -8,7 +8,7 @@ from retain.eval.attention_shift import attention_shift
 
 
 def test_masses_cover_every_key_and_the_reference_profile(tiny_llava_dir):
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
 
     mllm = load_mllm(str(tiny_llava_dir))
     items = [("Here is some context about a red ball.", np.full((8, 8, 3), 40, np.uint8), "What colour is it?"),

@@ -97,15 +97,13 @@ def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
 
 
 def test_mini_llava_gets_the_mini_clip_column_by_default(tmp_path, tiny_llava_dir, tiny_clip_dir, monkeypatch):
-    import retain.models
-    import retain.models.mllm
     from retain.cli import main
+    from retain.models import registry
 
     seen = []
-    real_mllm, real_encoder = retain.models.mllm.load_mllm, retain.models.load_dual_encoder
-    monkeypatch.setattr(retain.models.mllm, "load_mllm",
-                        lambda name, **kw: seen.append(name) or real_mllm(str(tiny_llava_dir)))
-    monkeypatch.setattr(retain.models, "load_dual_encoder",
+    real_mllm, real_encoder = registry.load_mllm, registry.load_dual_encoder
+    monkeypatch.setattr(registry, "load_mllm", lambda name, **kw: seen.append(name) or real_mllm(str(tiny_llava_dir)))
+    monkeypatch.setattr(registry, "load_dual_encoder",
                         lambda name, **kw: seen.append(name) or real_encoder(str(tiny_clip_dir)))
     out = tmp_path / "eval"
     assert main(["--quiet", "eval", "--model", "mini-llava", "--tasks", "digits", "--limit", "4",

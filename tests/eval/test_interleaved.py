@@ -21,7 +21,7 @@ def test_mixes_run_from_text_rich_to_image_rich():
 
 
 def test_turn_scores_equal_a_direct_forward_on_the_whole_conversation(tiny_llava_dir):
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
 
     mllm = load_mllm(str(tiny_llava_dir))
     p = pool()

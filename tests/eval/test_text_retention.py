@@ -45,7 +45,7 @@ def test_text_accuracy_by_hand():
 
 @pytest.fixture
 def lm(tiny_llava_dir):
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
 
     return load_mllm(str(tiny_llava_dir))
 

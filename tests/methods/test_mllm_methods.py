@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 
 from retain.data.instruct import InstructionSplit, InstructionTask
-from retain.methods import create_method
-from retain.methods.base import TaskContext
+from retain.methods import TaskContext, create_method
+from retain.methods.lora import delta_weight, lora_layers
 
 
 @pytest.fixture
 def mllm(tiny_llava_dir):
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
 
     torch.manual_seed(0)
     return load_mllm(str(tiny_llava_dir))
@@ -98,8 +100,6 @@ def test_olora_trains_only_the_new_adapter_with_all_active(mllm):
 
 
 def test_sefe_marks_the_top_two_percent_merges_and_penalises_only_them(mllm):
-    from retain.methods.routing import delta_weight, lora_layers
-
     method = create_method("sefe", family="mllm")
     method.setup(mllm)
     torch.manual_seed(3)
@@ -126,13 +126,26 @@ def test_sefe_marks_the_top_two_percent_merges_and_penalises_only_them(mllm):
         for n, p in mllm.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.1)
-    expected = sum(float((delta_weight(layer, "default")[method.masks[n]] ** 2).sum()) for n, layer in layers)
-    assert float(method.loss({}, None, ctx)) == pytest.approx(expected, rel=1e-5)
-    # moving the update only off the marked entries leaves the penalty unchanged
+    # by hand from the raw factors: (alpha / r) B A on the marked entries, squared, summed
+    scale = method.opts.alpha / method.opts.r
+    expected = sum(float(((scale * layer.lora_B["default"].weight @ layer.lora_A["default"].weight)
+                          [method.masks[n]].double() ** 2).sum()) for n, layer in layers)
+    assert expected > 0 and float(method.loss({}, None, ctx)) == pytest.approx(expected, rel=1e-5)
+    # an update off the marked entries costs nothing: zero the rows of B whose output rows
+    # hold a marked entry; the update stays (the other rows), the penalty is exactly zero
+    with torch.no_grad():
+        for n, layer in layers:
+            layer.lora_B["default"].weight[method.masks[n].any(1)] = 0
+    assert all(float(delta_weight(layer, "default").abs().sum()) > 0 for _, layer in layers)
+    assert float(method.loss({}, None, ctx)) == 0.0
+    # one marked row back: penalised by exactly its marked entries
     n0, layer0 = layers[0]
-    full = delta_weight(layer0, "default").detach()
-    off = full * (~method.masks[n0])
-    assert float((off[method.masks[n0]] ** 2).sum()) == 0.0
+    row = int(method.masks[n0].any(1).nonzero()[0])
+    with torch.no_grad():
+        layer0.lora_B["default"].weight[row] = 0.1
+    on = (scale * layer0.lora_B["default"].weight[row] @ layer0.lora_A["default"].weight)[method.masks[n0][row]]
+    assert float((on ** 2).sum()) > 0
+    assert float(method.loss({}, None, ctx)) == pytest.approx(float((on.double() ** 2).sum()), rel=1e-5)
 
 
 def test_moelora_router_sums_to_one_and_one_expert_is_lora():
@@ -183,12 +196,124 @@ def test_routing_sends_held_out_items_to_their_own_task(mllm, name):
     for k in range(2):
         method.before_task(context(mllm, splits, k))
     held_out = [np.full((8, 8, 3), 12, np.uint8), np.full((8, 8, 3), 230, np.uint8)]
-    assert mllm.router.assign(mllm, held_out, ["Alpha alpha question 99?", "Beta beta query number 99!"]) == [0, 1]
+    assert method.router.assign(mllm, held_out, ["Alpha alpha question 99?", "Beta beta query number 99!"]) == [0, 1]
+
+
+HELD_OUT = [(np.full((8, 8, 3), 12, np.uint8), "Alpha alpha question 99?"),  # routed to task 0
+            (np.full((8, 8, 3), 230, np.uint8), "Beta beta query number 99!")]  # routed to task 1
+OPTIONS = ["a", "b", "yes it is"]
+
+
+@contextlib.contextmanager
+def lora_merged(mllm, deltas: dict):
+    """The model with adapters off and `deltas` (layer name -> weight update) added by hand."""
+    layers = dict(lora_layers(mllm.model))
+    saved = {n: layers[n].base_layer.weight.detach().clone() for n in deltas}
+    with torch.no_grad():
+        for n, d in deltas.items():
+            layers[n].base_layer.weight += d
+    try:
+        with mllm.model.disable_adapter():
+            yield
+    finally:
+        with torch.no_grad():
+            for n, w in saved.items():
+                layers[n].base_layer.weight.copy_(w)
+
+
+def by_hand(layer, adapter: str) -> torch.Tensor:
+    return layer.scaling[adapter] * layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
+
+
+def only_task(name: str, method, mllm, k: int):
+    """The model answering as task k alone, built without the method's routing code."""
+    if name == "disco":  # task k's adapter only
+        return lora_merged(mllm, {n: by_hand(layer, f"task{k}") for n, layer in lora_layers(mllm.model)})
+    if name == "hide":  # lower layers: the mean of the tasks' updates; top layer: task k's
+        from retain.methods.hide import layer_index
+
+        layers = lora_layers(mllm.model)
+        top = max(layer_index(n) for n, _ in layers)
+        return lora_merged(mllm, {n: by_hand(layer, f"task{k}") if layer_index(n) == top
+                                  else (by_hand(layer, "task0") + by_hand(layer, "task1")) / 2 for n, layer in layers})
+    if name == "clmoe":  # task k's task-level gate bias in every layer
+
+        @contextlib.contextmanager
+        def task_bias():
+            from retain.methods.moelora import moe_layers
+
+            layers = [layer for _, layer in moe_layers(mllm.model)]
+            was = [layer.active_task for layer in layers]
+            for layer in layers:
+                layer.active_task = k
+            try:
+                yield
+            finally:
+                for layer, t in zip(layers, was):
+                    layer.active_task = t
+
+        return task_bias()
+    if name == "modalprompt":  # task k's prompt vectors at the placeholder tokens
+
+        @contextlib.contextmanager
+        def prompts():
+            was, method.bank.active = method.bank.active, k
+            try:
+                yield
+            finally:
+                method.bank.active = was
+
+        return prompts()
+    raise AssertionError(name)
+
+
+def answers(mllm, k: int, prefix: str = "") -> tuple[list[float], list[str]]:
+    image, question = HELD_OUT[k]
+    return mllm.loglik(image, prefix + question, OPTIONS), mllm.generate([image], [prefix + question], max_new_tokens=4)
+
+
+@pytest.mark.parametrize("name", ["disco", "hide", "modalprompt", "clmoe"])
+def test_routed_items_are_answered_by_their_own_tasks_parts(mllm, name):
+    """After two tasks, inside the method's inference context an item routed to task k gets
+    exactly the answers of the model with only task k's adapter (prompt, gate bias); outside
+    it the model answers as training left it."""
+    method = create_method(name, {"length": 4} if name == "modalprompt" else {}, family="mllm")
+    method.setup(mllm)
+    splits = separable_tasks()
+    for k in range(2):
+        method.before_task(context(mllm, splits, k))
+    torch.manual_seed(2)
+    with torch.no_grad():  # "trained": every adapter and prompt moved, each task's gate bias favours its experts
+        for n, p in mllm.named_parameters():
+            if "lora_B" in n or "retain_prompts" in n:
+                p.normal_(0, 0.3)
+        if name == "clmoe":
+            from retain.methods.moelora import moe_layers
+
+            for _, layer in moe_layers(mllm.model):
+                layer.lora_task_bias[0].copy_(torch.tensor([8.0, 0, 0, 0] + [0] * (layer.experts - 4)))
+                layer.lora_task_bias[1].copy_(torch.tensor([0, 0, 0, 8.0] + [0] * (layer.experts - 4)))
+    assert method.router.assign(mllm, *map(list, zip(*HELD_OUT))) == [0, 1]
+    prefix = "".join(f"<|retain_prompt_{i}|>" for i in range(4)) + " " if name == "modalprompt" else ""
+    expected = []
+    for k in range(2):
+        with only_task(name, method, mllm, k):
+            expected.append([answers(mllm, j, prefix) for j in range(2)])
+    plain = [answers(mllm, j) for j in range(2)]
+    with method.inference(mllm):
+        routed = [answers(mllm, j) for j in range(2)]
+        both = mllm.generate([im for im, _ in HELD_OUT], [q for _, q in HELD_OUT], max_new_tokens=4)
+    for k in range(2):
+        own, other = expected[k][k], expected[1 - k][k]  # item k as task k, and as the other task
+        assert np.allclose(routed[k][0], own[0], atol=1e-4) and routed[k][1] == own[1]
+        assert not np.allclose(own[0], other[0], atol=1e-2)  # the tasks' parts answer differently
+    assert both == [routed[0][1][0], routed[1][1][0]]  # one call, items of two tasks, each its own
+    assert [answers(mllm, j) for j in range(2)] == plain  # the context is gone on exit
+    assert not np.allclose(plain[0][0], routed[0][0], atol=1e-2)
 
 
 def test_hide_fuses_lower_layers_and_routes_the_top_one(mllm):
     from retain.methods.hide import layer_index
-    from retain.methods.routing import delta_weight, lora_layers
 
     method = create_method("hide", family="mllm")
     method.setup(mllm)
@@ -225,7 +350,9 @@ def test_modalprompt_feeds_the_active_tasks_prompts_and_trains_only_them(mllm):
     bank = method.bank
     assert [tuple(p.shape) for p in bank.tasks] == [(4, 32), (4, 32)] and bank.active == 1
     assert method.trainable(mllm) == [bank.tasks[1]] and method.lr_scale == 50.0
-    batch = mllm.training_batch([splits[1].images[0]], [splits[1].questions[0]], ["b"])
+    items = {"images": [splits[1].images[0]], "questions": [splits[1].questions[0]], "answers": ["b"]}
+    items = method.extend_batch(items, context(mllm, splits, 1))  # what the trainer trains on
+    batch = mllm.training_batch(items["images"], items["questions"], items["answers"])
     ids = batch["input_ids"][0]
     slots = (ids >= bank.first_id) & (ids < bank.first_id + 4)
     assert int(slots.sum()) == 4  # the prompt tokens are in the prompt

@@ -14,7 +14,7 @@ from retain.methods.ewc import diagonal_fisher
 from retain.methods.l2sp import l2sp_penalty
 from retain.methods.ldifs import default_taps, ldifs_distance
 from retain.methods.wise_ft import interpolate_
-from retain.models import load_dual_encoder
+from retain.registry import load_dual_encoder
 from retain.models.classifier import ImageClassifier
 
 
@@ -202,3 +202,29 @@ def test_replay_buffer_is_bounded_and_shared_equally():
     again = create_method("replay")
     again.load_state_dict(method.state_dict())
     torch.testing.assert_close(again.buffer, method.buffer)
+
+
+def test_ldifs_penalty_is_zero_at_the_first_step_of_every_task_through_the_trainer(tmp_path, tiny_clip_dir,
+                                                                                  monkeypatch):
+    """Each task starts with its anchor equal to the model: the first penalty is exactly 0;
+    after a step the features moved and the penalty is not 0."""
+    from retain.config import load_config
+    from retain.families.dual_encoder import run_method
+    from retain.methods.ldifs import LDIFS
+
+    seen: dict[int, list[float]] = {}
+    loss = LDIFS.loss
+
+    def recording(self, batch, outputs, ctx):
+        value = loss(self, batch, outputs, ctx)
+        seen.setdefault(ctx.index, []).append(float(value.detach()))
+        return value
+
+    monkeypatch.setattr(LDIFS, "loss", recording)
+    cfg = load_config(None, [f"model={tiny_clip_dir}", "sequence=[digits, textile]", "probes=[]",
+                             f"output_dir={tmp_path}", "train.lr=1e-3", "train.batch_size=16",
+                             "train.warmup_steps=1", "train.max_steps=3", "train.train_limit=32", "eval.limit=16"])
+    run_method(cfg, "ldifs")
+    assert sorted(seen) == [0, 1] and all(len(v) >= 2 for v in seen.values()), seen
+    assert [v[0] for v in seen.values()] == [0.0, 0.0]
+    assert all(v[-1] > 0 for v in seen.values())

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from retain.errors import RetainError
-from retain.models import load_dual_encoder
+from retain.registry import load_dual_encoder
 
 
 def test_hf_clip_folder_loads_and_matches_clipmodel(tiny_clip_dir):
@@ -47,7 +47,7 @@ def test_zero_shot_head_is_normalised_template_mean(tiny_clip_dir):
 
 
 def test_unknown_model_name_is_a_clear_error(tmp_path):
-    with pytest.raises(RetainError, match="Unknown model"):
+    with pytest.raises(RetainError, match="Unknown dual encoder 'not-a-model'"):
         load_dual_encoder("not-a-model")
     with pytest.raises(RetainError, match="Could not load the CLIP model"):
         load_dual_encoder("hf:nobody/does-not-exist-clip")

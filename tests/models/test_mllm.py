@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from retain.errors import RetainError
 from direct import option_logprob
-from retain.models.mllm import IGNORE, load_mllm
+from retain.models.mllm import IGNORE
+from retain.registry import load_mllm
 
 
 @pytest.fixture(scope="module")

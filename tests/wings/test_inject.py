@@ -10,7 +10,7 @@ from retain.wings.inject import inject_wings
 
 @pytest.fixture
 def mllm(tiny_llava_dir):
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
 
     torch.manual_seed(0)
     return load_mllm(str(tiny_llava_dir))

@@ -17,7 +17,7 @@ def study_models(tiny_llava_dir, tmp_path_factory):
     """(plain LLaVA folder, WINGS folder, reference LM folder): the reference is the LLaVA's own LM."""
     from transformers import LlamaForCausalLM
 
-    from retain.models.mllm import load_mllm
+    from retain.registry import load_mllm
     from retain.wings.inject import inject_wings, save_wings_model
 
     root = tmp_path_factory.mktemp("study-models")

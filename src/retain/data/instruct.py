@@ -94,10 +94,19 @@ class InstructionTask:
         return self.splits[name]
 
 
+# EMT's question (Zhai et al., 2023): `retain.eval.emt` asks it, `from_classification` trains on it.
+EMT_TEMPLATE = "What is the {noun} in the image? Please only answer a single {noun} in [{classes}]."
+NUMBER_TASKS = ("digits",)
+
+
+def emt_prompt(task: Task, template: str = EMT_TEMPLATE) -> str:
+    """The EMT question for `task`: its class names listed, `number` for digit tasks."""
+    noun = "number" if task.name in NUMBER_TASKS else "object"
+    return template.format(noun=noun, classes=", ".join(task.class_names))
+
+
 def from_classification(task: Task, template: str | None = None) -> InstructionTask:
     """`task` posed as EMT questions whose answers are the class names."""
-    from retain.eval.emt import EMT_TEMPLATE, emt_prompt
-
     prompt = emt_prompt(task, template or EMT_TEMPLATE)
     splits = {}
     for name in ("train", "val", "test"):

@@ -25,20 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from retain.data.instruct import EMT_TEMPLATE, emt_prompt
 from retain.data.task import Task
 from retain.errors import RetainError
 from retain.eval.emt_match import OUTCOMES, RuleMatcher
 from retain.llm import EndpointDown
 from retain.progress import bar
 
-EMT_TEMPLATE = "What is the {noun} in the image? Please only answer a single {noun} in [{classes}]."
-NUMBER_TASKS = ("digits",)
 MODES = ("rule", "judge", "likelihood")
-
-
-def emt_prompt(task: Task, template: str = EMT_TEMPLATE) -> str:
-    noun = "number" if task.name in NUMBER_TASKS else "object"
-    return template.format(noun=noun, classes=", ".join(task.class_names))
 
 
 @dataclass

@@ -1,27 +1,11 @@
-"""Continual fine-tuning methods, one file each, registered by name."""
+"""Continual fine-tuning methods, one file each, registered by name.
 
-from retain.methods import (  # noqa: F401  (each import registers its method)
-    adapter,
-    clmoe,
-    disco,
-    ewc,
-    finetune,
-    flyp,
-    hide,
-    l2sp,
-    ldifs,
-    linear_probe,
-    lora_ft,
-    lp_ft,
-    modalprompt,
-    moelora,
-    olora,
-    replay,
-    sefe,
-    wings,
-    wise_ft,
-    zero_shot,
-)
-from retain.methods.base import METHODS, Method, MLLMMethod, TaskContext, create_method, register
+`base` holds the `Method` hooks and `@register`; `registry` imports every method and
+creates one by name; `lora` and `routing` hold the parts several methods share.
+"""
 
-__all__ = ["METHODS", "MLLMMethod", "Method", "TaskContext", "create_method", "register"]
+from retain.methods.base import METHODS, Method, TaskContext, is_mllm, register
+from retain.methods.registry import Variant, create_method, expand_methods, load_plugins, options_dict
+
+__all__ = ["METHODS", "Method", "TaskContext", "Variant", "create_method", "expand_methods", "is_mllm",
+           "load_plugins", "options_dict", "register"]

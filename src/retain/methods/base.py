@@ -1,21 +1,22 @@
-"""The method interface and its registry.
+"""The method interface: the `Method` hooks and the `@register` table.
 
 A method is one short class with hooks the continual trainer calls (DESIGN.md):
-`setup`, `trainable`, `before_task`, `extend_batch`, `loss`, `after_task`, and
-`state_dict`/`load_state_dict` for what it must carry across a resume. Options are a
-dataclass declared next to the method; configs name a method by its registry name.
+`setup`, `trainable`, `before_task`, `extend_batch`, `loss`, `after_task`, `inference`,
+and `state_dict`/`load_state_dict` for what it must carry across a resume. Options are a
+dataclass declared next to the method; configs name a method by its registry name
+(`retain.methods.registry.create_method`). The model families a method applies to are
+its `families`; at run time `is_mllm(model)` tells which family a model belongs to.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 import torch
-import yaml
 
-from retain.errors import RetainError, suggest
+from retain.errors import RetainError
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -23,46 +24,10 @@ METHODS: dict[str, type["Method"]] = {}
 def register(cls: type["Method"]) -> type["Method"]:
     """Class decorator: make `cls` available as `method: <cls.name>` in configs."""
     if cls.name in METHODS:
-        from retain.errors import RetainError
-
         raise RetainError(f"method {cls.name!r} is already registered (a built-in method or another plugin): "
                           "give yours another name.")
     METHODS[cls.name] = cls
     return cls
-
-
-def load_plugins(paths: list[str]) -> list[str]:
-    """Import method files outside the package (config key `plugins`); each registers its
-    methods with @register. Returns the names they registered. A file is imported once per
-    process, so a second call with the same file registers nothing again."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    from retain.errors import RetainError
-
-    before = set(METHODS)
-    for item in paths:
-        path = Path(item).expanduser().resolve()
-        if not path.is_file() or path.suffix != ".py":
-            raise RetainError(f"plugins: {item!r} is not a Python file (give the path of a .py file that defines a method).")
-        module_name = f"retain_plugin_{path.stem}_{abs(hash(str(path))) % 10**8}"
-        if module_name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            import retain.methods  # noqa: F401  (built-in methods first: a clash is then the plugin's)
-
-            spec.loader.exec_module(module)
-        except RetainError as e:
-            del sys.modules[module_name]
-            raise RetainError(f"plugins: {path}: {e}") from e
-        except Exception as e:
-            del sys.modules[module_name]
-            raise RetainError(f"plugins: importing {path} failed: {type(e).__name__}: {e}") from e
-    return sorted(set(METHODS) - before)
 
 
 @dataclass
@@ -141,6 +106,12 @@ class Method:
     def after_task(self, ctx: TaskContext) -> None:
         """Called after the task's last step, before its evaluation (consolidate, merge)."""
 
+    def inference(self, model) -> contextlib.AbstractContextManager:
+        """The context every evaluation of `model` runs in (not training steps): a method
+        that answers items in its own way (a router picking per-task adapters or prompts)
+        installs that for the duration and removes it on exit. Default: the model as it is."""
+        return contextlib.nullcontext()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors this method must keep across a resume (saved as safetensors)."""
         return {}
@@ -150,6 +121,8 @@ class Method:
 
 
 def is_mllm(model) -> bool:
+    """Whether `model` is an MLLM (LLaVA-style) rather than a dual encoder: the one run-time
+    test of a model's family."""
     from retain.models.mllm import MLLM
 
     return isinstance(model, MLLM)
@@ -158,103 +131,3 @@ def is_mllm(model) -> bool:
 def mllm_trainable(model) -> list[torch.nn.Parameter]:
     """An MLLM's LoRA parameters (all adapters) and its projector."""
     return [p for n, p in model.named_parameters() if "lora_" in n] + model.projector_parameters()
-
-
-class MLLMMethod(Method):
-    """Base of the methods for LLaVA-style models: `model` in the hooks is a
-    `retain.models.mllm.MLLM`, batches hold images, questions and answers, and the task
-    loss is the cross-entropy on the answer tokens."""
-
-    families = ("mllm",)
-
-    def trainable(self, model) -> list[torch.nn.Parameter]:
-        return model.projector_parameters()
-
-
-def create_method(name: str, args: dict | None = None, family: str | None = None) -> Method:
-    """Instantiate registered method `name` with options `args` (unknown ones are errors);
-    with `family`, a method that does not apply to that model family is an error."""
-    import retain.methods  # noqa: F401  (registers every method)
-    from retain.config import from_dict
-
-    if name not in METHODS:
-        raise RetainError(f"Unknown method {name!r}.{suggest(name, METHODS)} Available: {', '.join(sorted(METHODS))}.")
-    cls = METHODS[name]
-    if family is not None and family not in cls.families:
-        fits = sorted(n for n, c in METHODS.items() if family in c.families)
-        raise RetainError(f"Method {name!r} applies to {' and '.join(cls.families)} models, not to this {family} "
-                          f"model. Methods for {family} models: {', '.join(fits)}.")
-    return cls(from_dict(args or {}, cls.Options, prefix=f"method_args.{name}."))
-
-
-def parameter_snapshot(params) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in params]
-
-
-def options_dict(method: Method) -> dict:
-    return dataclasses.asdict(method.opts)
-
-
-@dataclass
-class Variant:
-    """One run of a method: its registry name, its run-directory label and its (scalar) options."""
-
-    method: str
-    label: str
-    args: dict
-
-
-def expand_methods(cfg) -> list[Variant]:
-    """`cfg.methods` with their sweeps expanded, in config order, values in list order.
-
-    An option is swept when its value is a list and the method's Options declare it
-    otherwise than as a list; several swept options of one method give their Cartesian
-    product. A method without a swept option keeps its name as its label."""
-    import itertools
-
-    import retain.methods  # noqa: F401  (registers every method)
-    from retain.config import _coerce
-
-    out = []
-    for name in cfg.methods:
-        args = cfg.method_args.get(name)
-        if not isinstance(args, dict):  # none, or not a mapping: create_method says what is wrong
-            out.append(Variant(name, name, {} if args is None else args))
-            continue
-        hints = _option_types(METHODS.get(name))
-        swept = [k for k, v in args.items() if isinstance(v, list) and k in hints and not _is_list_type(hints[k])]
-        for k in swept:
-            if not args[k]:
-                raise RetainError(f"method_args.{name}.{k} is an empty list: a sweep needs at least one value.")
-        lists = [[_coerce(v, hints[k], f"method_args.{name}.{k}") for v in args[k]] for k in swept]
-        for values in itertools.product(*lists):
-            label = "-".join([name, *(f"{k}-{_label_value(v)}" for k, v in zip(swept, values))])
-            out.append(Variant(name, label, {**args, **dict(zip(swept, values))}))
-    return out
-
-
-def _option_types(method_cls) -> dict:
-    """Declared types of a method's options ({} for an unknown method: create_method names it)."""
-    opts = getattr(method_cls, "Options", None)
-    if opts is None or not dataclasses.is_dataclass(opts):
-        return {}
-    try:
-        return get_type_hints(opts)
-    except Exception:  # unresolvable annotations: read them as written
-        return {f.name: f.type for f in dataclasses.fields(opts)}
-
-
-def _is_list_type(typ) -> bool:
-    from typing import get_origin
-
-    return typ in (list, tuple, "list", "tuple") or get_origin(typ) in (list, tuple)
-
-
-def _label_value(value) -> str:
-    """A value as YAML prints it, floats without a trailing .0 (100.0 -> 100, 1e-05 -> 1e-05)."""
-    if isinstance(value, bool) or value is None:
-        return yaml.safe_dump(value).splitlines()[0]
-    if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
-    return str(value).replace("/", "_")

@@ -23,9 +23,8 @@ import torch.nn as nn
 
 from retain.config import FRACTION, POSITIVE
 from retain.methods.base import TaskContext, register
-from retain.methods.disco import accumulate_prototype
 from retain.methods.moelora import MoELoRA, MoELoRAOptions, moe_layers
-from retain.methods.routing import PrototypeRouter
+from retain.methods.routing import Routed
 
 
 @dataclass
@@ -45,15 +44,13 @@ def blend(old: torch.Tensor, new: torch.Tensor, momentum: torch.Tensor) -> torch
 
 
 @register
-class CLMoE(MoELoRA):
+class CLMoE(Routed, MoELoRA):
     name = "clmoe"
     Options = CLMoEOptions
 
     def setup(self, model) -> None:
         super().setup(model)
-        self.mllm = model
-        self.router = PrototypeRouter(self.routed)
-        model.router = self.router
+        self.setup_router(model)
 
     def layers(self):
         return moe_layers(self.mllm.model)
@@ -68,8 +65,7 @@ class CLMoE(MoELoRA):
                 layer.lora_task_bias.append(nn.Parameter(torch.zeros(layer.experts, device=layer.lora_A.device)))
         self.set_task(ctx.index)
         self.start = {n: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone()) for n, layer in self.layers()}
-        if ctx.index not in self.router.counts:
-            accumulate_prototype(self.router, self.mllm, ctx.train, ctx.index)
+        self.add_prototype(ctx)
 
     def trainable(self, model):
         task = max(layer.active_task for _, layer in self.layers())

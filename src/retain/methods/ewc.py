@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from retain.config import NON_NEGATIVE, POSITIVE
 from retain.methods.base import Method, TaskContext, is_mllm, register
-from retain.methods.l2sp import encoder_parameters, setup_mllm_adapters
+from retain.methods.lora import encoder_parameters, setup_mllm_adapters
 
 
 @dataclass

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 
 from retain.methods.base import register
-from retain.methods.disco import RoutedLoRA
-from retain.methods.routing import lora_layers
+from retain.methods.lora import lora_layers
+from retain.methods.routing import RoutedLoRA
 
 LAYER = re.compile(r"layers\.(\d+)\.")
 

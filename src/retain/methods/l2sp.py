@@ -13,29 +13,14 @@ from typing import Annotated
 import torch
 
 from retain.config import NON_NEGATIVE
-from retain.methods.base import Method, TaskContext, is_mllm, mllm_trainable, register
+from retain.methods.base import Method, TaskContext, register
+from retain.methods.lora import encoder_parameters, setup_mllm_adapters
 
 
 @dataclass
 class L2SPOptions:
     weight: Annotated[float, NON_NEGATIVE] = 0.01
     """alpha of L2-SP: the penalty's weight"""
-
-
-def encoder_parameters(model) -> list[torch.nn.Parameter]:
-    """What a regulariser anchors: the image tower and projection, or an MLLM's trainable adapters."""
-    if is_mllm(model):
-        return mllm_trainable(model)
-    enc = model.encoder
-    return [*enc.vision.parameters(), *enc.visual_projection.parameters()]
-
-
-def setup_mllm_adapters(model) -> None:
-    """Give an MLLM the LoRA adapters of lora_ft (default options) if it has none."""
-    if is_mllm(model) and not any("lora_" in n for n, _ in model.named_parameters()):
-        from retain.methods.lora_ft import LoRAOptions, inject_lora
-
-        inject_lora(model, LoRAOptions())
 
 
 def l2sp_penalty(params, anchors) -> torch.Tensor:

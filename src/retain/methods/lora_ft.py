@@ -7,47 +7,15 @@ trained through the whole sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
-from retain.config import POSITIVE, Range
-from retain.methods.base import MLLMMethod, register
-
-
-@dataclass
-class LoRAOptions:
-    r: Annotated[int, POSITIVE] = 16
-    """rank of the adapters"""
-    alpha: Annotated[int, POSITIVE] = 32
-    """scaling numerator: the update is (alpha / r) * B A"""
-    dropout: Annotated[float, Range(ge=0, le=0.999)] = 0.05
-    """dropout on the adapters' input"""
-    target_modules: str = ""
-    """regex of the modules to adapt (empty: the LLM's attention and MLP projections)"""
-    train_projector: bool = True
-    """also train the vision-to-language projector"""
-
-
-def inject_lora(mllm, opts: LoRAOptions, adapter_name: str = "default") -> None:
-    """Wrap `mllm.model` with PEFT LoRA adapters (a second call adds another adapter)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    from retain.models.mllm import LM_TARGETS
-
-    config = LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-                        target_modules=opts.target_modules or LM_TARGETS)
-    training = mllm.model.training
-    if isinstance(mllm.model, PeftModel):
-        mllm.model.add_adapter(adapter_name, config)
-    else:
-        mllm.model = get_peft_model(mllm.model, config, adapter_name=adapter_name)
-    mllm.model.train(training)  # new modules start in training mode; keep the model's mode
+from retain.methods.base import Method, register
+from retain.methods.lora import LoRAOptions, inject_lora
 
 
 @register
-class LoRAFT(MLLMMethod):
+class LoRAFT(Method):
     name = "lora_ft"
     Options = LoRAOptions
+    families = ("mllm",)
 
     def setup(self, model) -> None:
         inject_lora(model, self.opts)

@@ -2,8 +2,9 @@
 
 Each task learns `length` prompt vectors; the model and its adapters stay frozen. The
 prompts sit at placeholder tokens put before every question (`<|retain_prompt_i|>`, added
-to the tokenizer); a hook on the input embedding replaces the placeholders' embeddings by
-the active task's vectors. At inference an item gets the prompts of the task whose mean
+to the tokenizer; in training batches by `extend_batch`, at inference by the `inference`
+context); a hook on the input embedding replaces the placeholders' embeddings by the
+active task's vectors. At inference an item gets the prompts of the task whose mean
 training feature (image and question features, as DISCO's) is most cosine-similar.
 Prompt tuning wants a larger learning rate than adapters: `lr_scale` multiplies train.lr.
 """
@@ -18,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from retain.config import POSITIVE
-from retain.methods.base import MLLMMethod, TaskContext, register
-from retain.methods.disco import accumulate_prototype
-from retain.methods.routing import PrototypeRouter, base_llava
+from retain.methods.base import Method, TaskContext, register
+from retain.methods.lora import base_llava
+from retain.methods.routing import Routed
 
 TOKEN = "<|retain_prompt_{}|>"
 
@@ -56,9 +57,10 @@ class PromptBank(nn.Module):
 
 
 @register
-class ModalPrompt(MLLMMethod):
+class ModalPrompt(Routed, Method):
     name = "modalprompt"
     Options = ModalPromptOptions
+    families = ("mllm",)
 
     def setup(self, model) -> None:
         self.mllm = model
@@ -75,8 +77,7 @@ class ModalPrompt(MLLMMethod):
         embedding.add_module("retain_prompts", self.bank)
         embedding.register_forward_hook(self.bank.hook)
         self.prefix = "".join(tokens) + " "
-        self.router = PrototypeRouter(self.routed)
-        model.router = self.router
+        self.setup_router(model)
 
     def before_task(self, ctx: TaskContext) -> None:
         embedding = base_llava(self.mllm).get_input_embeddings()
@@ -86,12 +87,18 @@ class ModalPrompt(MLLMMethod):
             init = embedding.weight.detach()[rows.to(embedding.weight.device)].clone()
             self.bank.tasks.append(nn.Parameter(init))
         self.bank.active = ctx.index
-        self.mllm.prefix = self.prefix  # from the first task on (row 0 is the model as it came)
-        if ctx.index not in self.router.counts:
-            accumulate_prototype(self.router, self.mllm, ctx.train, ctx.index)
+        self.add_prototype(ctx)
+
+    def extend_batch(self, batch: dict, ctx: TaskContext) -> dict:
+        """The task's prompt tokens before every training question."""
+        return {**batch, "questions": [self.prefix + q for q in batch["questions"]]}
 
     def trainable(self, model):
         return [self.bank.tasks[self.bank.active]]
+
+    def inference(self, model):
+        """Routed prompts from the first task on (row 0 is the model as it came)."""
+        return super().inference(model) if len(self.bank.tasks) else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def routed(self, task: int):
@@ -111,5 +118,3 @@ class ModalPrompt(MLLMMethod):
             self.bank.tasks.append(nn.Parameter(torch.zeros(self.opts.length, embedding.weight.shape[1],
                                                             device=embedding.weight.device)))
         self.router.load_state_dict(state)
-        if len(self.bank.tasks):
-            self.mllm.prefix = self.prefix

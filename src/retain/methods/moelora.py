@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from retain.config import POSITIVE, Range
 from retain.errors import RetainError
-from retain.methods.base import MLLMMethod, register
+from retain.methods.base import Method, register
 
 
 @dataclass
@@ -95,9 +95,10 @@ def moe_layers(model: nn.Module) -> list[tuple[str, MoELoRALinear]]:
 
 
 @register
-class MoELoRA(MLLMMethod):
+class MoELoRA(Method):
     name = "moelora"
     Options = MoELoRAOptions
+    families = ("mllm",)
 
     def setup(self, model) -> None:
         inject_moelora(model.model, self.opts)

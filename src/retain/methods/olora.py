@@ -19,7 +19,7 @@ import torch
 from retain.config import NON_NEGATIVE
 from retain.methods.base import register
 from retain.methods.per_task_lora import PerTaskLoRA, PerTaskLoRAOptions
-from retain.methods.routing import lora_layers
+from retain.methods.lora import lora_layers
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Annotated
 import torch
 
 from retain.config import POSITIVE
-from retain.methods.base import MLLMMethod, TaskContext
-from retain.methods.lora_ft import LoRAOptions, inject_lora
+from retain.methods.base import Method, TaskContext
+from retain.methods.lora import LoRAOptions, inject_lora
 
 
 @dataclass
@@ -22,8 +22,9 @@ class PerTaskLoRAOptions(LoRAOptions):
     """scaling numerator: each update is (alpha / r) * B A"""
 
 
-class PerTaskLoRA(MLLMMethod):
+class PerTaskLoRA(Method):
     Options = PerTaskLoRAOptions
+    families = ("mllm",)
 
     def setup(self, model) -> None:
         self.mllm = model

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from retain.config import FRACTION, NON_NEGATIVE
-from retain.methods.base import Method, TaskContext, register
-from retain.methods.l2sp import setup_mllm_adapters
+from retain.methods.base import Method, TaskContext, is_mllm, register
+from retain.methods.lora import setup_mllm_adapters
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Replay(Method):
         if len(self.buffer) == 0 or n == 0:
             return batch
         rows = self.buffer[self.rng.integers(0, len(self.buffer), n)]
-        if "questions" in batch:  # an MLLM batch: items are (image, question, answer)
+        if is_mllm(ctx.model):  # an MLLM batch: items are (image, question, answer)
             # image and text-only items cannot share a batch: replay items of the batch's kind
             out = {k: list(v) for k, v in batch.items() if k in ("images", "questions", "answers")}
             for t, i in rows.tolist():

@@ -1,9 +1,12 @@
-"""Per-task adapters picked at inference: the router that DISCO and HiDe install on an MLLM.
+"""Per-task parts picked at inference: the router of DISCO, HiDe, CL-MoE and ModalPrompt.
 
 An item's routing feature is computed by the model without its adapters: the vision
 tower's pooled image feature and the mean input embedding of the question, each
 L2-normalised, concatenated. Each task keeps the running mean of its training items'
-features; an item goes to the task whose mean is most cosine-similar.
+features; an item goes to the task whose mean is most cosine-similar. A routed method
+answers through its router only inside its `inference` context (`Routed.inference`):
+the MLLM then groups a batch's items by the task the router picks and runs each group
+inside the method's `routed(task)` context.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from retain.methods.base import TaskContext
+from retain.methods.lora import base_llava
+from retain.methods.per_task_lora import PerTaskLoRA
+from retain.progress import bar
 
-def base_llava(mllm):
-    """The underlying Hugging Face model, under any PEFT wrapper."""
-    m = mllm.model
-    return m.get_base_model() if hasattr(m, "get_base_model") else m
+FEATURE_BATCH = 32
+"""items per forward when computing a task's routing features"""
 
 
 @torch.no_grad()
@@ -44,7 +49,8 @@ def item_features(mllm, images, questions: list[str]) -> torch.Tensor:
 
 
 class PrototypeRouter:
-    """Running-mean feature per task; `assign` picks the nearest by cosine similarity."""
+    """Running-mean feature per task; `assign` picks the nearest by cosine similarity and
+    `activate(task)` is the context that answers with that task's parts."""
 
     def __init__(self, activate):
         self.sums: dict[int, torch.Tensor] = {}
@@ -89,13 +95,71 @@ class PrototypeRouter:
             self.sums[t], self.counts[t] = s.clone(), c
 
 
-def lora_layers(model):
-    """(module name, PEFT LoRA layer) pairs of a PEFT-wrapped model."""
-    from peft.tuners.lora import LoraLayer
 
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+def accumulate_prototype(router: PrototypeRouter, mllm, split, task: int) -> None:
+    """Add the routing features of every item of `split` to task `task`'s running mean."""
+    for s in bar(range(0, len(split), FEATURE_BATCH), desc=f"routing features of task {task + 1}"):
+        images = split.images[s:s + FEATURE_BATCH]
+        router.update(task, item_features(mllm, images, split.questions[s:s + FEATURE_BATCH]))
 
 
-def delta_weight(layer, adapter: str) -> torch.Tensor:
-    """The update a LoRA adapter adds to its layer's weight: scaling * B A."""
-    return layer.scaling[adapter] * (layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight)
+class Routed:
+    """Mixin of the routed methods: a `PrototypeRouter` over the method's `routed(task)`
+    context, fed each task's training items before the task, installed on the MLLM only
+    for the duration of `inference`."""
+
+    prefix: str = ""
+    """text put before every question while routed (ModalPrompt's prompt tokens)"""
+
+    def setup_router(self, mllm) -> None:
+        self.mllm = mllm
+        self.router = PrototypeRouter(self.routed)
+
+    def routed(self, task: int) -> contextlib.AbstractContextManager:
+        """The context in which the model answers as task `task`'s parts make it."""
+        raise NotImplementedError
+
+    def add_prototype(self, ctx: TaskContext) -> None:
+        if ctx.index not in self.router.counts:
+            accumulate_prototype(self.router, self.mllm, ctx.train, ctx.index)
+
+    def inference(self, model) -> contextlib.AbstractContextManager:
+        return model.routing(self.router, self.prefix)
+
+
+class RoutedLoRA(Routed, PerTaskLoRA):
+    """A per-task LoRA method whose router picks the adapters for each item at inference."""
+
+    def setup(self, model) -> None:
+        super().setup(model)
+        self.setup_router(model)
+
+    def before_task(self, ctx: TaskContext) -> None:
+        super().before_task(ctx)
+        self.add_prototype(ctx)
+
+    def configure(self, task: int) -> None:
+        """Activate the adapters that answer an item routed to `task`."""
+        self.mllm.model.base_model.set_adapter([self.adapters[task]])
+
+    @contextlib.contextmanager
+    def routed(self, task: int):
+        was = self.mllm.model.base_model.active_adapters
+        flags = [(p, p.requires_grad) for p in self.mllm.parameters()]
+        self.configure(task)
+        try:
+            yield
+        finally:
+            self.restore(was)
+            for p, flag in flags:  # set_adapter marks adapters trainable; the trainer decides that
+                p.requires_grad_(flag)
+
+    def restore(self, active) -> None:
+        self.mllm.model.base_model.set_adapter(list(active))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**super().state_dict(), **self.router.state_dict()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_state_dict(state)
+        self.router.load_state_dict(state)

@@ -18,9 +18,8 @@ from typing import Annotated
 import torch
 
 from retain.config import FRACTION, NON_NEGATIVE
-from retain.methods.base import MLLMMethod, TaskContext, register
-from retain.methods.lora_ft import LoRAOptions, inject_lora
-from retain.methods.routing import delta_weight, lora_layers
+from retain.methods.base import Method, TaskContext, register
+from retain.methods.lora import LoRAOptions, delta_weight, inject_lora, lora_layers
 
 
 @dataclass
@@ -41,9 +40,10 @@ def top_mask(delta: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 @register
-class SEFE(MLLMMethod):
+class SEFE(Method):
     name = "sefe"
     Options = SEFEOptions
+    families = ("mllm",)
 
     def setup(self, model) -> None:
         self.mllm = model

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 
 from retain.config import POSITIVE
 from retain.errors import RetainError
-from retain.methods.base import MLLMMethod, register
-from retain.methods.routing import base_llava
+from retain.methods.base import Method, register
+from retain.methods.lora import base_llava
 
 
 @dataclass
@@ -40,9 +40,10 @@ def stage_parameters(mllm, stage: int) -> list:
 
 
 @register
-class Wings(MLLMMethod):
+class Wings(Method):
     name = "wings"
     Options = WingsOptions
+    families = ("mllm",)
 
     def setup(self, model) -> None:
         from retain.wings.inject import inject_wings

@@ -1,4 +1,9 @@
-"""Model wrappers, loaded by name: `mini-clip`, `hf:<hub id>`, or a local folder."""
+"""The model classes and their loaders from a folder or a hub id.
+
+Names (`mini-clip`, `mini-llava`, `hf:<hub id>`, a folder) are resolved by
+`retain.registry`, which builds zoo models on first use; this package only knows
+how to read a saved model.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 from retain.errors import RetainError
 from retain.models.dual_encoder import RETAIN_CONFIG, DualEncoder, build_from_spec
 
-__all__ = ["DualEncoder", "default_device", "load_dual_encoder", "model_family"]
+__all__ = ["DualEncoder", "default_device", "load_dual_encoder_from", "load_retain_folder"]
 
 
 def default_device():
@@ -27,61 +32,18 @@ def default_device():
             raise RetainError(f"RETAIN_DEVICE={name!r} is not a device torch knows (use cpu, cuda, cuda:1, mps).") from e
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-FAMILIES = ("dual_encoder", "mllm")
-DUAL_ENCODER_TYPES = ("clip", "siglip", "siglip2", "chinese_clip")
+
+# What the dual-encoder family loads: retain's own folders and checkpoints of these model types.
+SUPPORTED_DUAL_ENCODER_TYPES = ("clip",)
 
 
-def model_family(name: str, declared: str = "auto", trust_remote_code: bool = False) -> str:
-    """`dual_encoder` or `mllm`: as declared, or decided from the zoo name or the model's config."""
-    if declared != "auto":
-        if declared not in FAMILIES:
-            raise RetainError(f"Unknown model family {declared!r}: use auto, {' or '.join(FAMILIES)}.")
-        return declared
-    if name == "mini-clip":
-        return "dual_encoder"
-    if name in ("mini-llava", "mini-llava-wings"):
-        return "mllm"
-    path = Path(name)
-    if not name.startswith("hf:") and (path / RETAIN_CONFIG).exists():
-        return "dual_encoder"
-    if not name.startswith("hf:") and not path.is_dir():
-        raise RetainError(f"Unknown model {name!r}: use mini-clip, mini-llava, hf:<hub id> or a local model folder.")
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name[3:] if name.startswith("hf:") else name,
-                                            trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise RetainError(f"Could not read the config of {name!r} to tell its family ({e}); set "
-                          "`family: dual_encoder` or `family: mllm` in the config.") from e
-    return "dual_encoder" if config.model_type in DUAL_ENCODER_TYPES else "mllm"
-
-
-def load_dual_encoder(name: str, trust_remote_code: bool = False, progress: bool = True) -> DualEncoder:
-    """Load a CLIP-style model.
-
-    Args:
-        name: `mini-clip` (built from offline assets on first use, then cached), a
-            Hugging Face id as `hf:openai/clip-vit-base-patch32`, or a local folder
-            holding a retain model or a `CLIPModel` checkpoint.
-        trust_remote_code: passed to `from_pretrained`; off unless the user asks.
-        progress: show the zoo build's progress bar.
-    """
-    if name in ("mini-clip",):
-        from retain import zoo
-
-        return load_retain_folder(zoo.ensure(name, progress=progress))
-    path = Path(name)
-    if not name.startswith("hf:") and path.is_dir():
-        if (path / RETAIN_CONFIG).exists():
-            return load_retain_folder(path)
-        return _load_hf_clip(str(path), trust_remote_code)
-    if name.startswith("hf:"):
-        return _load_hf_clip(name[3:], trust_remote_code)
-    raise RetainError(
-        f"Unknown model {name!r}: use 'mini-clip', 'hf:<hub id>' (e.g. "
-        "hf:openai/clip-vit-base-patch32) or the path of a local model folder."
-    )
+def load_dual_encoder_from(source: str, hub: bool = False, trust_remote_code: bool = False) -> DualEncoder:
+    """A dual encoder from a local folder (retain's own, or a Hugging Face `CLIPModel`
+    checkpoint) or, with `hub`, from a Hugging Face hub id. Zoo names are the registry's
+    (`retain.registry.load_dual_encoder`)."""
+    if not hub and (Path(source) / RETAIN_CONFIG).exists():
+        return load_retain_folder(source)
+    return _load_hf_clip(source, trust_remote_code)
 
 
 def load_retain_folder(directory: str | Path) -> DualEncoder:
@@ -102,8 +64,24 @@ def load_retain_folder(directory: str | Path) -> DualEncoder:
 
 
 def _load_hf_clip(model_id: str, trust_remote_code: bool) -> DualEncoder:
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
+    try:
+        model_type = AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code).model_type
+    except (OSError, ValueError) as e:
+        raise RetainError(
+            f"Could not load the CLIP model {model_id!r}: {e}. A hub id needs network access "
+            "(or a copy in the Hugging Face cache); a local folder needs config.json, "
+            "model.safetensors and the tokenizer files."
+        ) from e
+    if model_type not in SUPPORTED_DUAL_ENCODER_TYPES:
+        # CLIPModel would load it with freshly initialised towers and only warn.
+        raise RetainError(
+            f"{model_id!r} is a {model_type!r} model; the dual-encoder family loads "
+            f"{', '.join(SUPPORTED_DUAL_ENCODER_TYPES)} checkpoints (model_type in config.json) and retain's own "
+            "folders. SigLIP, SigLIP2 and Chinese-CLIP are not supported (their towers and zero-shot heads differ "
+            "from CLIP's)."
+        )
     try:
         clip = CLIPModel.from_pretrained(model_id, use_safetensors=True,
                                          trust_remote_code=trust_remote_code)

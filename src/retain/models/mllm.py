@@ -14,6 +14,7 @@ LLaVA-style model the same way:
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -58,8 +59,21 @@ class MLLM:
         self.processor = processor
         self.image_token = image_token
         self.system_prompt = system_prompt
-        self.router = None  # set by routing methods (DISCO, HiDe): picks adapters per item at inference
-        self.prefix = ""  # text put before every question (ModalPrompt's prompt tokens)
+        self._router = None  # picks each item's adapters or prompts, inside `routing` only
+        self._prefix = ""  # text put before every question, inside `routing` only
+
+    @contextlib.contextmanager
+    def routing(self, router, prefix: str = ""):
+        """Answer through `router` for the duration (a routed method's `inference` context):
+        `router.assign(mllm, images, questions)` picks a key per item once it is `ready()`,
+        and each group of items is answered inside `router.activate(key)`; `prefix` goes
+        before every question. Both are removed on exit."""
+        was = self._router, self._prefix
+        self._router, self._prefix = router, prefix
+        try:
+            yield
+        finally:
+            self._router, self._prefix = was
 
     @property
     def tokenizer(self):
@@ -87,7 +101,7 @@ class MLLM:
     # ---- prompts -------------------------------------------------------------------
     def chat_prompt(self, question: str, image: bool = True) -> str:
         """The user turn (image first, then the question) in the model's chat template."""
-        question = self.prefix + question
+        question = self._prefix + question
         content = f"{self.image_token}\n{question}" if image else question
         messages = [{"role": "user", "content": content}]
         if self.system_prompt is not None:
@@ -112,13 +126,13 @@ class MLLM:
     def generate(self, images, questions: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
         """Greedy answers, one per (image, question); `images` may be None for text-only turns.
         With a router, each item is answered by the adapters the router picks for it."""
-        if self.router is None or not self.router.ready():
+        if self._router is None or not self._router.ready():
             return self._generate(images, questions, max_new_tokens, batch_size)
-        keys = self.router.assign(self, images, questions)
+        keys = self._router.assign(self, images, questions)
         out: list[str] = [""] * len(questions)
         for key in dict.fromkeys(keys):
             idx = [i for i, k in enumerate(keys) if k == key]
-            with self.router.activate(key):
+            with self._router.activate(key):
                 got = self._generate(None if images is None else [images[i] for i in idx],
                                      [questions[i] for i in idx], max_new_tokens, batch_size)
             for i, g in zip(idx, got):
@@ -151,12 +165,12 @@ class MLLM:
 
     def loglik_many(self, images, question: str, options: list[str], batch_size: int = 8) -> list[list[float]]:
         """`loglik` for every image with one question, `batch_size` images per forward."""
-        if self.router is not None and self.router.ready():
-            keys = self.router.assign(self, images, [question] * len(images))
+        if self._router is not None and self._router.ready():
+            keys = self._router.assign(self, images, [question] * len(images))
             out: list[list[float]] = [[] for _ in images]
             for key in dict.fromkeys(keys):
                 idx = [i for i, k in enumerate(keys) if k == key]
-                with self.router.activate(key):
+                with self._router.activate(key):
                     for i, scores in zip(idx, self._loglik_batches([images[i] for i in idx], question, options,
                                                                   batch_size)):
                         out[i] = scores
@@ -209,7 +223,7 @@ class MLLM:
         """A multi-turn chat: (question, has image, answer or None for the turn to answer)."""
         messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
         for question, has_image, answer in turns:
-            question = self.prefix + question
+            question = self._prefix + question
             messages.append({"role": "user", "content": f"{self.image_token}\n{question}" if has_image else question})
             if answer is not None:
                 messages.append({"role": "assistant", "content": answer})
@@ -261,20 +275,13 @@ class MLLM:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
-def load_mllm(name: str, trust_remote_code: bool = False, dtype=None) -> MLLM:
-    """An MLLM from a Hugging Face id (`hf:llava-hf/llava-1.5-7b-hf`) or a local folder."""
+def load_mllm_from(ident: str, hub: bool = False, trust_remote_code: bool = False, dtype=None) -> MLLM:
+    """An MLLM from a local folder or, with `hub`, a Hugging Face hub id (`llava-hf/llava-1.5-7b-hf`).
+    Names (zoo models, `hf:<id>`) are the registry's (`retain.registry.load_mllm`)."""
     from pathlib import Path
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if name in ("mini-llava", "mini-llava-wings"):
-        from retain import zoo
-
-        name = str(zoo.ensure(name))
-    ident = name[3:] if name.startswith("hf:") else name
-    if not name.startswith("hf:") and not Path(name).is_dir():
-        raise RetainError(f"Unknown MLLM {name!r}: use 'mini-llava', 'mini-llava-wings', 'hf:<hub id>' or the path "
-                          "of a saved model folder.")
     try:
         processor = AutoProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(ident, use_safetensors=True, dtype=dtype,
@@ -283,7 +290,7 @@ def load_mllm(name: str, trust_remote_code: bool = False, dtype=None) -> MLLM:
         raise RetainError(f"Could not load the MLLM {ident!r}: {e}. A hub id needs network access or a local "
                           "copy; a folder needs config.json, safetensors weights and the processor files.") from e
     wings = Path(ident) / "wings.json"
-    if not name.startswith("hf:") and wings.exists():  # built the WINGS way: put the learners back
+    if not hub and wings.exists():  # built the WINGS way: put the learners back
         import json
 
         from safetensors.torch import load_file

@@ -21,16 +21,11 @@ import numpy as np
 
 from retain.data.offline import ANIMAL_CLASSES, COLORS, FASHION_CLASSES, SHAPES
 from retain.errors import RetainError
-from retain.multimon.lexical import (ACTION_GROUPS, COUNT_WORDS, POSITIONS, RELATIONS, SIZES, TIME_PHRASES, article,
-                                     plural)
+from retain.multimon.vocabulary import (ACTION_GROUPS, COUNT_WORDS, POSITIONS, RELATIONS, SIZES, TIME_PHRASES,
+                                        article, normalize, plural)
 
 CORPUS_NOTE = ("caption-like sentences generated from templates over the offline datasets' vocabulary "
                "(shapes, colours, garments, animals, digits), not a human-written corpus like COCO")
-
-
-def normalize(sentence: str) -> str:
-    """Lower case, single spaces, no trailing punctuation: the form deduplication compares."""
-    return " ".join(sentence.lower().split()).rstrip(" .,;:!?")
 
 
 def dedupe(sentences: Iterable[str]) -> list[str]:

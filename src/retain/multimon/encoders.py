@@ -1,7 +1,7 @@
 """The two text encoders MultiMon compares, and an on-disk cache of their embeddings.
 
 - target: the multimodal model's text tower (retain's mini-CLIP, any Hugging Face CLIP,
-  any model `retain.models.load_dual_encoder` reads), L2-normalised projected features.
+  any model `retain.registry.load_dual_encoder` reads), L2-normalised projected features.
 - reference: a sentence encoder that MultiMon trusts to tell meanings apart (the paper:
   a sentence-transformers model). `minilm` is all-MiniLM-L6-v2 from the offline assets;
   `hf:<id>` or a folder is any sentence-transformers checkpoint, pooled as its
@@ -81,7 +81,8 @@ class TextEncoder:
 def target_encoder(name: str, trust_remote_code: bool = False):
     """(TextEncoder, DualEncoder): the text tower of a dual encoder (`mini-clip`,
     `hf:openai/clip-...`, a folder) and the model itself (its image tower serves transfer)."""
-    from retain.models import default_device, load_dual_encoder
+    from retain.models import default_device
+    from retain.registry import load_dual_encoder
 
     model = load_dual_encoder(name, trust_remote_code=trust_remote_code).to(default_device())
     max_len = min(getattr(model.tokenizer, "model_max_length", 77), 77)
@@ -101,7 +102,7 @@ def reference_encoder(name: str = "minilm", trust_remote_code: bool = False) -> 
     from retain.models import default_device
 
     if name == "minilm":
-        from retain.zoo import text_tower_dir
+        from retain.registry import text_tower_dir
 
         path = text_tower_dir()
     elif name.startswith("hf:"):

@@ -266,7 +266,7 @@ def evaluate_generated(generated: list[dict], target, reference, dual, cfg: Mine
         errors[f"images:{dataset}"] = f"no transfer on its captions: {why}"
     if cfg.mllm and any(x is not None for x in grounded):
         from retain.models import default_device
-        from retain.models.mllm import load_mllm
+        from retain.registry import load_mllm
 
         try:
             mllm = load_mllm(cfg.mllm, trust_remote_code=cfg.trust_remote_code)

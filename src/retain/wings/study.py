@@ -31,9 +31,10 @@ import numpy as np
 from retain.config import NON_NEGATIVE, POSITIVE
 from retain.errors import RetainError
 from retain.io import read_json, write_json, write_text
+from retain.models import registry
 from retain.progress import say
 
-ZOO_MLLMS = ("mini-llava", "mini-llava-wings")
+ZOO_MLLMS = tuple(registry.list_models("mllm"))
 REFERENCE = "original LLM"
 
 
@@ -80,9 +81,7 @@ def model_label(name: str) -> str:
 def _identity(name: str) -> str:
     """What a cached measurement depends on besides the settings: the model's files."""
     if name in ZOO_MLLMS:
-        from retain import zoo
-
-        return str(zoo.model_dir(name))
+        return str(registry.zoo_folder(name, build=False))
     if name.startswith("hf:"):
         return name
     path = Path(name).resolve()
@@ -218,9 +217,7 @@ def reference_name(cfg: WingsStudyConfig) -> str:
         if not all(m in ZOO_MLLMS for m in cfg.models):
             raise RetainError("Set `reference` to the LLM your MLLMs were built on (a folder or hf:<id>, e.g. "
                               "hf:lmsys/vicuna-7b-v1.5 for LLaVA-1.5): the text KL and the original-LLM row need it.")
-        from retain.llava_parts import smollm2_dir
-
-        ident = str(smollm2_dir())
+        ident = registry.base_llm((cfg.models or ZOO_MLLMS)[0])  # the zoo's MLLMs share one LLM
     if not ident.startswith("hf:") and not Path(ident).is_dir():
         raise RetainError(f"The reference LLM {ident!r} is not a folder: give a saved causal LM folder or hf:<id>.")
     return ident
@@ -245,7 +242,6 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
     import yaml
 
     from retain.models import default_device
-    from retain.models.mllm import load_mllm
     from retain.rundir import versions
 
     if not cfg.models:
@@ -276,7 +272,7 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
             results[label] = prior["result"]
             continue
         torch.manual_seed(cfg.seed)
-        mllm = load_mllm(name, trust_remote_code=cfg.trust_remote_code)
+        mllm = registry.load_mllm(name, trust_remote_code=cfg.trust_remote_code)
         mllm.model.to(default_device())
         if name == cfg.models[0]:
             processor = mllm.processor
@@ -307,9 +303,7 @@ def _processor(name: str, cfg: WingsStudyConfig):
     from transformers import AutoProcessor
 
     if name in ZOO_MLLMS:
-        from retain import zoo
-
-        name = str(zoo.ensure(name))
+        name = str(registry.zoo_folder(name))
     return AutoProcessor.from_pretrained(name[3:] if name.startswith("hf:") else name,
                                          trust_remote_code=cfg.trust_remote_code)
 

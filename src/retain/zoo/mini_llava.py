@@ -10,36 +10,30 @@ result is a plain `LlavaForConditionalGeneration` folder that any LLaVA code can
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from retain.progress import bar, say
+from retain.progress import bar
 from retain.schedule import warmup_cosine
-from retain.zoo import mark_built
 
 
-def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
-    """Train mini-LLaVA per `recipe` into `target` (atomically); returns `target`."""
+def build_mini_llava(recipe: dict, folder: Path, vision_dir: Path, progress: bool = True) -> Path:
+    """Train mini-LLaVA per `recipe` on the mini-CLIP saved in `vision_dir` and save it into
+    `folder` (`retain.zoo.build` makes that folder atomic and marks it built); returns `folder`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from retain.data.instructions import caption_items, question_items, self_distilled_text_items
-    from retain.llava_parts import compose_llava, smollm2_dir
-    from retain.models import load_dual_encoder
+    from retain.models import load_retain_folder
     from retain.models.mllm import LM_TARGETS, MLLM
+    from retain.zoo.llava_parts import compose_llava, smollm2_dir
 
-    start = time.time()
     torch.manual_seed(recipe["seed"])
     lm_dir = smollm2_dir()
     lm = AutoModelForCausalLM.from_pretrained(lm_dir, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    encoder = load_dual_encoder(recipe["vision"], progress=progress)
+    encoder = load_retain_folder(vision_dir)
     model, processor = compose_llava(encoder.vision, lm, tokenizer, encoder.image_mean.flatten().tolist(),
                                      encoder.image_std.flatten().tolist(),
                                      vision_feature_layer=recipe["vision_feature_layer"], seed=recipe["seed"])
@@ -82,25 +76,14 @@ def build_mini_llava(recipe: dict, target: Path, progress: bool = True) -> Path:
         model = peft_model.merge_and_unload()
         model.eval()
 
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        if wings is not None:  # the learners go beside the plain LLaVA weights; load_mllm re-injects them
-            from retain.wings.inject import save_wings_model
+    if wings is not None:  # the learners go beside the plain LLaVA weights; loading re-injects them
+        from retain.wings.inject import save_wings_model
 
-            save_wings_model(model, processor, tmp)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
-            processor.save_pretrained(tmp)
-        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
-        mark_built(tmp, start)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    say(f"mini-llava built in {time.time() - start:.0f} s -> {target}")
-    return target
+        save_wings_model(model, processor, folder)
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
+        processor.save_pretrained(folder)
+    return folder
 
 
 def _train(mllm, items, text_items, stage: dict, desc: str, progress: bool, seed: int,

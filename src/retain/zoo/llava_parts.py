@@ -11,14 +11,12 @@ way LLaVA-1.5 is built (penultimate-layer patch features, CLS dropped).
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from retain.errors import RetainError
+from retain.io import folder_in_place
 from retain.paths import cache_dir
 from retain.progress import say
 
@@ -42,17 +40,10 @@ def smollm2_dir() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_config(gguf_model.config)
     model.load_state_dict(gguf_model.state_dict())
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with folder_in_place(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "DONE").write_text("converted from " + SMOLLM2_GGUF + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
