@@ -37,12 +37,12 @@ def tiny_config(tmp_path: Path, model: Path, **over) -> Path:
     return path
 
 
-def retain(*args, env=None, check=True, kill_after: int | None = None):
+def retain(*args, env=None, check=True, kill_after: int | None = None, timeout: int = 600):
     """The CLI in a subprocess; with `kill_after=N`, SIGKILLed once the N-th task is committed."""
     e = {**os.environ, "RETAIN_QUIET": "1", **(env or {})}
     entry = ["-m", "retain"] if kill_after is None else [str(ROOT / "tests" / "killer.py"), str(kill_after)]
     proc = subprocess.run([sys.executable, *entry, *map(str, args)], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"retain {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -175,7 +175,7 @@ def test_every_mcit_method_runs_through_a_sequence(tmp_path, tiny_llava_dir):
                "modalprompt", "clmoe", "wings"]
     # textile is scored by EMT likelihood too: the routed methods rank options per routed group
     retain("run", mllm_config(tmp_path, tiny_llava_dir, sequence=["digit-read", "textile-inspect"], methods=methods,
-                              train={"epochs": 1}, eval={"every_epoch": False}))
+                              train={"epochs": 1}, eval={"every_epoch": False}), timeout=1800)  # 13 methods
     table = (tmp_path / "runs" / "tiny" / "comparison.md").read_text()
     for m in methods:
         res = results(tmp_path, m)
