@@ -26,9 +26,9 @@ from timed import timed_retain
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "engine_memory.json"
 FOUR = ["animal-mnist", "digits", "textile", "easyvqa-shape"]
-SETTINGS = ["model=mini-clip", "probes=[fashion-mnist]", "methods=[finetune]", "seed=0", "train.lr=6e-4",
-            "train.batch_size=64", "train.warmup_steps=10", "train.epochs=100", "train.max_steps=60",
-            "eval.limit=500", "eval.probe_limit=200"]
+SETTINGS = ["model=mini-clip", "probes=[fashion-mnist]", "methods=[finetune]", "method_args={}", "seed=0", "train.lr=6e-4",
+            "train.batch_size=64", "train.warmup_steps=5", "train.epochs=100", "train.max_steps=30",
+            "eval.limit=300", "eval.probe_limit=100"]
 
 
 def arm(name: str, sequence: list[str], src: Path | None = None) -> dict:

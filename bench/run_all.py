@@ -35,6 +35,18 @@ def summary() -> str:
             f"Zero-shot evaluation throughput (image features, mini-CLIP, batch 256): {r['zero_shot_images_per_s']:.0f} images/s.",
             "",
         ]
+    mem = RESULTS / "engine_memory.json"
+    if mem.exists():
+        r = json.loads(mem.read_text())
+        before = next((k for k in r if k.startswith("four_tasks_before_")), None)
+        lines += ["## Memory across tasks (`bench/engine_memory.py`)", "",
+                  f"Peak resident memory of one `retain run` of fine-tuning on mini-CLIP ({', '.join(r['settings'][5:])}), "
+                  "one process per arm, measured side by side in one invocation, one measurement each.", "",
+                  "| arm | tasks | peak RSS (MB) | wall (s) |", "|---|---|---|---|",
+                  *[f"| {k.replace('_', ' ')} | {r[k]['tasks']} | {r[k]['peak_rss_mb']:.0f} | {r[k]['wall_s']:.0f} |"
+                    for k in ("one_task", "four_tasks", *([before] if before else []))],
+                  "", f"Four tasks over one: x{r['ratio_four_over_one']:.3f} (the engine releases each task's optimizer "
+                  "and loader; the `before` arm is the loop that kept them).", ""]
     qs = RESULTS / "quickstart.json"
     if qs.exists():
         lines += quickstart_section(json.loads(qs.read_text()))
@@ -429,7 +441,7 @@ def main() -> None:
     if "--summary" not in sys.argv:
         for script in ("ldifs_step.py", "ldifs_sweep.py", "quickstart.py", "mini_llava.py", "emt_modes.py", "emt_study.py",
                        "mcit_throughput.py", "mcit_offline.py", "wings_step.py", "wings_study.py",
-                       "multimon_mine.py"):
+                       "multimon_mine.py", "engine_memory.py"):
             subprocess.run([sys.executable, str(ROOT / "bench" / script)], check=True, cwd=ROOT)
     (ROOT / "docs" / "benchmarks.md").write_text(summary())
     readme_table()

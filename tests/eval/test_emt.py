@@ -98,7 +98,7 @@ def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
 
 def test_mini_llava_gets_the_mini_clip_column_by_default(tmp_path, tiny_llava_dir, tiny_clip_dir, monkeypatch):
     from retain.cli import main
-    from retain.models import registry
+    from retain import registry
 
     seen = []
     real_mllm, real_encoder = registry.load_mllm, registry.load_dual_encoder

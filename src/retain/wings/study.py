@@ -31,7 +31,7 @@ import numpy as np
 from retain.config import NON_NEGATIVE, POSITIVE
 from retain.errors import RetainError
 from retain.io import read_json, write_json, write_text
-from retain.models import registry
+from retain import registry
 from retain.progress import say
 
 ZOO_MLLMS = tuple(registry.list_models("mllm"))
