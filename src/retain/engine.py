@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,7 +35,7 @@ from retain.schedule import warmup_cosine
 from retain.tracking import Tracker, trackers
 
 
-class Family:
+class Family(ABC):
     """What a model family supplies to the engine. The engine calls, in order: `check`,
     `load`, then `restore` (a resume) or `first_point` (a fresh run), and per task
     `collate`/`batch_loss` while training, `trained` after it, `point` for its row,
@@ -54,29 +55,30 @@ class Family:
     def check(self) -> None:
         """Refuse a bad config before anything loads."""
 
+    @abstractmethod
     def load(self, accelerator, method: Method) -> None:
         """Load tasks and model, set the method up, and pick each task's training items."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fingerprints(self) -> dict[str, str]:
         """Every evaluated task's items: name -> `fingerprint` (a resume refuses changed data)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def first_point(self, accelerator) -> tuple[dict, list[dict]]:
         """state.json's first content (row 0 and what else the family tracks) and its records."""
-        raise NotImplementedError
 
+    @abstractmethod
     def restore(self, state: dict, checkpoint: tuple[dict, dict] | None, method: Method, run: RunDir) -> None:
         """A resume: put the last checkpoint (model tensors, method tensors; None before the
         first task finished) back into the model and the method, and tidy `state`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def collate(self, ctx: TaskContext):
         """indices -> a training batch of task `ctx.index`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def batch_loss(self, wrapped, method: Method, batch: dict, ctx: TaskContext) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss of one training batch through `wrapped` (the task loss plus the method's terms)."""
 
     def on_epoch(self, ctx: TaskContext, state: dict, run: RunDir, accelerator):
         """A callback `on_epoch(epoch)` that evaluates between epochs, or None."""
@@ -85,17 +87,18 @@ class Family:
     def trained(self, state: dict, method: Method) -> None:
         """After a task's gradient steps: note what the checkpoint must hold."""
 
+    @abstractmethod
     def point(self, k: int, state: dict) -> tuple[list[dict], dict[str, float]]:
         """Evaluate after task `k`, append the row (and the rest) to `state`; return the
         records and the values to log (name -> score; None when unscored)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def checkpoint(self, state: dict) -> dict[str, torch.Tensor]:
         """The model tensors to save after a task."""
-        raise NotImplementedError
 
+    @abstractmethod
     def results(self, method_name: str, state: dict, label: str | None) -> dict:
-        raise NotImplementedError
+        """results.json's content (before the intervals the engine adds)."""
 
 
 def seed_everything(seed: int) -> None:
