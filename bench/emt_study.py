@@ -1,6 +1,12 @@
 """EMT's fine-tuning study on mini-LLaVA (configs/emt-study.yaml): run it (a finished run in
-runs/emt-study is reused) and keep its evaluation curves, counts of failure types and
-wall time in bench/results/emt_study.json; bench/run_all.py --summary writes docs/emt.md.
+runs/emt-study is reused, one stopped part-way is resumed) and keep its evaluation curves
+with 95% intervals, counts of failure types and wall time in bench/results/emt_study.json;
+bench/run_all.py --summary writes docs/emt.md.
+
+Intervals: each point's accuracy on each dataset by bootstrap over its test images; the
+paper's claim (early fine-tuning helps the other datasets, later hurts) is read from the
+mean over the held-out datasets (every dataset but the fine-tuned one) minus its zero-shot
+value, with a paired interval: both points scored on the same images, drawn together.
 
     .venv/bin/python bench/emt_study.py
 """
@@ -13,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "emt_study.json"
 
@@ -22,20 +30,66 @@ def main() -> None:
 
     cfg = load_config(ROOT / "configs" / "emt-study.yaml")
     start = time.time()
-    subprocess.run([sys.executable, "-m", "retain", "--quiet", "run", "configs/emt-study.yaml"], cwd=ROOT, check=True)
+    resume = ["--resume"] if any((ROOT / "runs" / cfg.name / m / "state.json").exists() for m in cfg.methods) else []
+    subprocess.run([sys.executable, "-m", "retain", "--quiet", "run", "configs/emt-study.yaml", *resume], cwd=ROOT,
+                   check=True)
     res = {"command": "retain run configs/emt-study.yaml", "train": vars(cfg.train), "eval_limit": cfg.eval.limit,
-           "emt_mode": cfg.eval.emt_mode, "sequence": cfg.sequence, "methods": {}}
+           "every_steps": cfg.eval.every_steps, "emt_mode": cfg.eval.emt_mode, "sequence": cfg.sequence,
+           "methods": {}}
     for m in cfg.methods:
         run = ROOT / "runs" / cfg.name / m
         r = json.loads((run / "results.json").read_text())
         state = json.loads((run / "state.json").read_text())
-        res["methods"][m] = {"curve": r["evaluation"]["curve"], "task_seconds": state["seconds"]}
+        curve = r["evaluation"]["curve"]
+        res["methods"][m] = {"curve": curve, "task_seconds": state["seconds"],
+                             "evidence": curve_evidence(run, curve, cfg.sequence[0])}
         res["encoder_zero_shot"] = r["evaluation"]["encoder_zero_shot"]
         res["encoder"] = r["evaluation"]["encoder"]
     res["wall_s_this_call"] = time.time() - start
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({m: [p["accuracy"] for p in v["curve"]] for m, v in res["methods"].items()}, indent=1))
+
+
+def records_name(point: dict, trained: str) -> str:
+    """The records file of a curve point: row-0 (zero-shot), row-1 (after the task), or the
+    point inside the task (task-1-step-<s> / task-1-epoch-<e>)."""
+    if point["task_index"] < 0:
+        return "row-0"
+    if point["label"].startswith("after "):
+        return f"row-{point['task_index'] + 1}"
+    return f"task-{point['task_index'] + 1}-" + point["label"][len(trained) + 1:].replace(" ", "-")
+
+
+def curve_evidence(run: Path, curve: list[dict], trained: str) -> list[dict]:
+    """Per point: each dataset's accuracy interval, and the held-out mean's change from
+    zero-shot with its paired 95% interval (bootstrap over the images, both points drawn together)."""
+    from retain import stats
+    from retain.intervals import item_score, read_records
+
+    def scores(point) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        by: dict[str, list] = {}
+        for rec in read_records(run, records_name(point, trained)):
+            by.setdefault(rec["task"], []).append((rec["index"], item_score(rec)))
+        return {d: tuple(np.asarray(v, dtype=float).T[k] for k in (0, 1)) for d, v in
+                ((d, sorted(v)) for d, v in by.items())}
+
+    zero = scores(curve[0])
+    held_out = [d for d in zero if d != trained]
+    out = []
+    for point in curve:
+        now = scores(point)
+        for d in zero:
+            if not np.array_equal(now[d][0], zero[d][0]):
+                raise SystemExit(f"{run}: point {point['label']!r} scored other {d} images than zero-shot")
+        draws = stats.resample_means({d: np.stack([now[d][1], zero[d][1]]) for d in zero})  # (R, 2) per dataset
+        change = np.mean([draws[d][:, 0] - draws[d][:, 1] for d in held_out], axis=0)
+        point_change = float(np.mean([np.nanmean(now[d][1]) - np.nanmean(zero[d][1]) for d in held_out]))
+        out.append({"label": point["label"], "step": point.get("step"), "epoch": point["epoch"],
+                    "accuracy_interval": {d: stats.percentile_interval(draws[d][:, 0]) for d in zero},
+                    "held_out_change": point_change, "held_out_change_interval": stats.percentile_interval(change),
+                    "held_out": held_out})
+    return out
 
 
 if __name__ == "__main__":

@@ -1,58 +1,147 @@
-"""Every MCIT method on the offline benchmark with mini-LLaVA: the table, and each run's
-wall time and peak memory (budget: under 15 minutes per method on 2 CPU cores).
+"""Every MCIT method on the offline benchmark with mini-LLaVA, over the preset's seeds: the
+table with 95% intervals, paired differences against LoRA-FT, the learnability bar, the
+ranking of methods by MAA per seed and its stability, and each run's wall time and peak memory.
 
-Each method runs in its own process (`retain run configs/mcit-offline.yaml methods=[m]`)
-into runs/mcit-offline/<method>/, so a method already finished there is not recomputed
-(its time is kept from the first measurement). Results: bench/results/mcit_offline.json,
-the comparison table in docs/mcit.md (via bench/run_all.py --summary).
+Each (method, seed) runs in its own process (`retain run configs/mcit-offline.yaml
+methods=[m] seeds=[s]`) into runs/mcit-offline/<method>/seed-<s>/. The benchmark is
+resumable at two levels: a finished run is skipped (its time kept from the first
+measurement), and a run stopped part-way (the session ended, the machine was killed)
+continues from its last finished task with `--resume`. bench/results/mcit_offline.json is
+rewritten after every run, so a benchmark stopped part-way keeps everything it finished.
 
-    .venv/bin/python bench/mcit_offline.py                    # every method of the preset
-    .venv/bin/python bench/mcit_offline.py lora_ft olora      # some
-    .venv/bin/python bench/mcit_offline.py --table            # only rebuild the table from finished runs
+    .venv/bin/python bench/mcit_offline.py                    # every method x seed of the preset
+    .venv/bin/python bench/mcit_offline.py lora_ft olora      # some methods, every seed
+    .venv/bin/python bench/mcit_offline.py --seeds 0          # every method, one seed
+    .venv/bin/python bench/mcit_offline.py --table            # only rebuild the tables from finished runs
+    .venv/bin/python bench/mcit_offline.py --budget 7200      # stop starting new runs after 2 hours
+
+Order: seed by seed, so that every method has a first seed before any has a third.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
-import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from timed import timed_retain
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "mcit_offline.json"
+CONFIG_NAME = "configs/mcit-offline.yaml"
+CONFIG = ROOT / CONFIG_NAME
+BASELINE = "lora_ft"
+# The issue's bar: LoRA-FT right after training each task reaches LEARNED and gains MARGIN over zero-shot.
+LEARNED, MARGIN = 0.5, 0.3
+
+
 def main() -> None:
     from retain.config import load_config
-    cfg = load_config(ROOT / "configs" / "mcit-offline.yaml")
-    methods = [a for a in sys.argv[1:] if not a.startswith("--")] or ([] if "--table" in sys.argv else cfg.methods)
-    res = json.loads(OUT.read_text()) if OUT.exists() else {"runs": {}}
-    for m in methods:
-        run = ROOT / "runs" / cfg.name / m
-        if (run / "results.json").exists() and m in res["runs"]:
-            print(f"{m}: finished before ({res['runs'][m]['wall_s']:.0f} s)")
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("methods", nargs="*")
+    ap.add_argument("--seeds", type=int, nargs="*")
+    ap.add_argument("--table", action="store_true", help="only rebuild the tables from finished runs")
+    ap.add_argument("--budget", type=float, default=0, help="seconds after which no new run starts (0: none)")
+    args = ap.parse_args()
+    cfg = load_config(CONFIG)
+    methods = args.methods or cfg.methods
+    seeds = cfg.seeds if args.seeds is None else args.seeds
+    res = json.loads(OUT.read_text()) if OUT.exists() else {}
+    res.setdefault("runs", {})
+    start = time.time()
+    for seed, m in ([] if args.table else itertools.product(seeds, methods)):
+        key, run = f"{m}/seed-{seed}", ROOT / "runs" / cfg.name / m / f"seed-{seed}"
+        if (run / "results.json").exists() and key in res["runs"]:
+            print(f"{key}: finished before ({res['runs'][key]['wall_s']:.0f} s)")
             continue
-        rc, cost, proc = timed_retain(["--quiet", "run", "configs/mcit-offline.yaml", f"methods=[{m}]"])
+        if args.budget and time.time() - start > args.budget:
+            print(f"budget of {args.budget:.0f} s spent: {key} and later runs are left for the next call")
+            break
+        resume = ["--resume"] if (run / "state.json").exists() else []
+        rc, cost, proc = timed_retain(["--quiet", "run", CONFIG_NAME, f"methods=[{m}]",
+                                       f"seeds=[{seed}]", *resume])
         if rc != 0:
-            print(f"{m} failed:\n{proc.stderr[-3000:]}")
+            print(f"{key} failed:\n{proc.stderr[-3000:]}")
             continue
-        res["runs"][m] = cost
-        print(m, json.dumps(res["runs"][m]))
+        # a resumed run's time is that of the part run here (the stopped part was not measured)
+        res["runs"][key] = {**cost, **({"resumed": True} if resume else {})}
+        print(key, json.dumps(res["runs"][key]))
         write(res, cfg)
-    if "--table" in sys.argv:  # only rebuild the table and matrices from the finished runs
-        write(res, cfg)
+    write(res, cfg)
     print(res.get("table", ""))
 
 
-def write(res: dict, cfg) -> None:
-    from retain.report import comparison_rows, format_table
+def finished_runs(cfg) -> list[Path]:
+    base = ROOT / "runs" / cfg.name
+    return sorted(p.parent for p in base.glob("*/seed-*/results.json"))
 
-    finished = [ROOT / "runs" / cfg.name / k for k in res["runs"] if (ROOT / "runs" / cfg.name / k / "results.json").exists()]
-    header, rows = comparison_rows(finished)
-    res.update({"command": "retain run configs/mcit-offline.yaml methods=[<method>]", "sequence": cfg.sequence,
-                "train": vars(cfg.train), "eval_limit": cfg.eval.limit, "table": format_table(header, rows),
-                "matrices": {r.name: json.loads((r / "results.json").read_text())["accuracy_matrix"] for r in finished}})
+
+def write(res: dict, cfg) -> None:
+    from retain.io import read_json
+    from retain.report import comparison_rows, format_table
+    from retain.report.compare import paired_rows
+
+    runs = finished_runs(cfg)
+    if not runs:
+        return
+    results = [read_json(r / "results.json") for r in runs]
+    header, rows = comparison_rows(runs, results)
+    res.update({"command": f"retain run {CONFIG_NAME} methods=[<method>] seeds=[<seed>]",
+                "sequence": cfg.sequence, "train": vars(cfg.train), "eval_limit": cfg.eval.limit,
+                "max_new_tokens": cfg.eval.max_new_tokens, "seeds": cfg.seeds,
+                "table": format_table(header, rows)})
+    if any(r["method"] == BASELINE for r in results) and len({r["method"] for r in results}) > 1:
+        ph, prow, how = paired_rows(runs, results, BASELINE)
+        res["paired"] = {"table": format_table(ph, prow), "how": how,
+                         "rows": {row[0]: {h: _cell(c) for h, c in zip(ph[1:], row[1:])} for row in prow}}
+    res["matrices"] = {f"{r['method']}/seed-{r['seed']}": r["accuracy_matrix"] for r in results}
+    res["learnability"] = learnability(results, cfg.sequence)
+    res["ranking"] = ranking(results)
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(res, indent=2) + "\n")
+
+
+def _cell(c):
+    """A paired-difference cell as plain JSON: value, interval, whether the interval holds zero."""
+    if c is None:
+        return None
+    return {"value": c.value, "interval": None if c.interval is None else list(c.interval), "within_noise": c.noise}
+
+
+def learnability(results: list[dict], sequence: list[str]) -> dict:
+    """Per seed of the baseline: each task's score right after training it, its zero-shot
+    score, and whether the bar (>= LEARNED and >= MARGIN above zero-shot) holds."""
+    from retain.metrics import learned_tasks
+
+    out = {}
+    for r in results:
+        if r["method"] != BASELINE:
+            continue
+        A = np.asarray(r["accuracy_matrix"], dtype=float)  # None (unscored) -> NaN
+        met = learned_tasks(A, LEARNED, MARGIN)
+        out[f"seed-{r['seed']}"] = {name: {"after_training": r["accuracy_matrix"][t + 1][t],
+                                           "zero_shot": r["accuracy_matrix"][0][t], "meets_bar": bool(met[t])}
+                                    for t, name in enumerate(sequence)}
+    return {"bar": {"learned": LEARNED, "margin": MARGIN}, "seeds": out,
+            "all_met": bool(out) and all(v["meets_bar"] for s in out.values() for v in s.values())}
+
+
+def ranking(results: list[dict]) -> dict:
+    """Methods ranked by MAA within each seed (best first), and Kendall's tau between the seeds."""
+    from retain.report.compare import ranking_stability
+
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in results:
+        by_seed.setdefault(r["seed"], {})[r["method"]] = r["metrics"].get("MAA")
+    rk = ranking_stability(by_seed)
+    return {"by_seed": {f"seed-{s}": o for s, o in rk["by_seed"].items()},
+            "kendall_tau": [{"seeds": t["seeds"], "methods": t["rows"], "tau": t["tau"]} for t in rk["kendall_tau"]],
+            "mean_tau": rk["mean_tau"]}
 
 
 if __name__ == "__main__":

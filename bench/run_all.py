@@ -101,9 +101,10 @@ def summary() -> str:
     if mo.exists():
         r = json.loads(mo.read_text())
         lines += ["## Continual instruction tuning, offline benchmark (`bench/mcit_offline.py`)", "",
-                  "Table and matrices in `docs/mcit.md`. Wall time and peak memory per method (budget 15 minutes):", "",
-                  "| method | wall (s) | peak memory (MB) |", "|---|---|---|"]
-        lines += [f"| {m} | {v['wall_s']:.0f} | {v['peak_rss_mb']:.0f} |" for m, v in r["runs"].items()]
+                  "Table and matrices in `docs/mcit.md`. Wall time and peak memory per run (a resumed run: the part "
+                  "run in its last call):", "", "| run | wall (s) | peak memory (MB) |", "|---|---|---|"]
+        lines += [f"| {m}{' (resumed)' if v.get('resumed') else ''} | {v['wall_s']:.0f} | {v['peak_rss_mb']:.0f} |"
+                  for m, v in r["runs"].items()]
         lines.append("")
     ws = RESULTS / "wings_step.json"
     if ws.exists():
@@ -209,9 +210,17 @@ def wings_page() -> str | None:
              + (" (retain's SmolLM2-135M-Instruct cache)" if "smollm2" in r["reference"] else "") + ".", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    from retain.wings.study import TABLE_NOTE
+    from retain.wings.study import INTERVALS_NOTE, PAIRED_NOTE, TABLE_NOTE, evidence_tables
 
-    lines += ["", TABLE_NOTE, "", "## Text-only accuracy by question kind (offline set, %)", ""]
+    lines += ["", TABLE_NOTE, ""]
+    if r.get("evidence"):  # intervals and paired tests (studies from before issue 17 have none)
+        (ih, ir), (ph, pr) = evidence_tables(r["evidence"])
+        for title, (h, rs), note in (("Scores with 95% intervals", (ih, ir), INTERVALS_NOTE),
+                                     ("Text-only answers, pair by pair, on the same questions", (ph, pr), PAIRED_NOTE)):
+            lines += [f"## {title}", "", "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
+            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rs]
+            lines += ["", note, ""]
+    lines += ["## Text-only accuracy by question kind (offline set, %)", ""]
     kinds = sorted({k for d in r["text_by_kind"].values() for k in d.get("offline", {})})
     lines += ["| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for m in r["order"]:
@@ -240,16 +249,36 @@ def emt_page() -> str | None:
     datasets = list(r["encoder_zero_shot"])
     lines = ["# EMT's fine-tuning study on mini-LLaVA", "",
              "Written by `bench/run_all.py --summary` from `bench/results/emt_study.json` (made by "
-             f"`bench/emt_study.py`, which runs `{r['command']}` on 2 CPU cores).", "",
+             f"`bench/emt_study.py`, which runs `{r['command']}` on 2 CPU cores) and "
+             "`bench/results/emt_matcher.json` (`bench/emt_matcher_table.py`).", "",
              f"Fine-tuned on {', '.join(r['sequence'])} posed as EMT questions; train: {r['train']}. "
-             f"EMT ({r['emt_mode']} scoring) on {r['eval_limit']} test images of every dataset after every epoch. "
-             "Scores in %; the first row is the vision encoder's own zero-shot accuracy.", "",
-             "| method | evaluated | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets),
-             f"| vision encoder ({r['encoder']}) | zero-shot | "
-             + " | ".join(f"{100 * r['encoder_zero_shot'][d]:.1f}" for d in datasets) + " |"]
+             f"EMT ({r['emt_mode']} scoring) on {r['eval_limit']} test images of every dataset "
+             + (f"every {r['every_steps']} optimizer steps" if r.get("every_steps") else "after every epoch")
+             + ". Scores in %; the first row is the vision encoder's own zero-shot accuracy.", ""]
+    evidence = all("evidence" in v for v in r["methods"].values())
+    if evidence:
+        lines += ["Each score with its 95% interval (bootstrap over the test images).", ""]
+    lines += ["| method | evaluated | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets),
+              f"| vision encoder ({r['encoder']}) | zero-shot | "
+              + " | ".join(f"{100 * r['encoder_zero_shot'][d]:.1f}" for d in datasets) + " |"]
     for m, v in r["methods"].items():
-        for p in v["curve"]:
-            lines.append(f"| {m} | {p['label']} | " + " | ".join(f"{100 * p['accuracy'][d]:.1f}" for d in datasets) + " |")
+        for k, p in enumerate(v["curve"]):
+            ev = v["evidence"][k]["accuracy_interval"] if evidence else {}
+            lines.append(f"| {m} | {p['label']} | " + " | ".join(
+                interval(p["accuracy"][d], *(ev.get(d) or (None, None))) for d in datasets) + " |")
+    if evidence:
+        lines += ["", "## Does early fine-tuning help the other datasets?", "",
+                  "The mean EMT accuracy over the held-out datasets (every dataset but the fine-tuned one) minus its "
+                  "zero-shot value, with its paired 95% interval (both points on the same images, drawn together); "
+                  "\"≈\" where the interval holds zero.", "",
+                  "| method | evaluated | held-out mean change (points) |", "|---|---|---|"]
+        for m, v in r["methods"].items():
+            for e in v["evidence"][1:]:
+                lo, hi = e["held_out_change_interval"]
+                mark = " ≈" if lo <= 0 <= hi else ""
+                lines.append(f"| {m} | {e['label']} | {100 * e['held_out_change']:+.1f} [{100 * lo:+.1f}, "
+                             f"{100 * hi:+.1f}]{mark} |")
+        lines += ["", *emt_rise_findings(r), ""]
     lines += ["", "Answers outside the label set (hallucinated classes), of the test images per dataset:", "",
               "| method | evaluated | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
     for m, v in r["methods"].items():
@@ -258,33 +287,174 @@ def emt_page() -> str | None:
                          + " | ".join(str(p["counts"][d]["outside_label_set"]) for d in datasets) + " |")
     lines += ["", "Seconds per method (training and every evaluation): "
               + ", ".join(f"{m} {sum(v['task_seconds']):.0f}" for m, v in r["methods"].items()) + ".", ""]
+    lines += matcher_lines()
     notes = ROOT / "docs" / "emt_findings.md"
-    if notes.exists():
+    if notes.exists() and not evidence:
         lines += [notes.read_text()]
     return "\n".join(lines) + "\n"
+
+
+def emt_rise_findings(r: dict) -> list[str]:
+    """The early-rise claim, read only where an interval leaves out zero."""
+    out = []
+    for m, v in r["methods"].items():
+        ev = v["evidence"][1:]
+        up = [e for e in ev if e["held_out_change_interval"][0] > 0]
+        down = [e for e in ev if e["held_out_change_interval"][1] < 0]
+        first = ev[0] if ev else None
+        if up:
+            out.append(f"- {m}: the held-out mean rises above zero-shot at {', '.join(e['label'] for e in up)} "
+                       f"(largest {100 * max(e['held_out_change'] for e in up):+.1f} points).")
+        else:
+            out.append(f"- {m}: no early rise on the held-out datasets that its interval separates from zero"
+                       + (f" (first point {first['label']}: {100 * first['held_out_change']:+.1f} points)." if first
+                          else "."))
+        if down:
+            out.append(f"  It falls below zero-shot at {', '.join(e['label'] for e in down)} "
+                       f"(lowest {100 * min(e['held_out_change'] for e in down):+.1f} points).")
+    return out
+
+
+def matcher_lines() -> list[str]:
+    mt = RESULTS / "emt_matcher.json"
+    if not mt.exists():
+        return []
+    r = json.loads(mt.read_text())
+    lines = ["## The rule matcher against a careful judge", "",
+             f"`{r['table']}`: {r['n']} free-text answers over {len(r['label_sets'])} label sets ("
+             + ", ".join(f"{k} {v}" for k, v in r["label_sets"].items()) + "), each with the outcome a careful human "
+             f"judge gives. The matcher agrees on {r['agreed']} of {r['n']} ({100 * r['agreement']:.1f}%; outcome "
+             "and class both). The disagreements:", "",
+             "| label set | true class | answer | judge | matcher |", "|---|---|---|---|---|"]
+    for d in r["disagreements"]:
+        judge = d["expected_outcome"] + (f" ({d['expected_class']})" if d.get("expected_class") else "")
+        matcher = d["matcher_outcome"] + (f" ({d['matcher_class']})" if d.get("matcher_class") else "")
+        lines.append(f"| {d['label_set']} | {d['label']} | {d['answer']} | {judge} | {matcher} |")
+    lines += ["", "Where rules cannot decide, `retain eval --mode judge` asks an LLM judge and records the rule's "
+              "outcome beside it (`rule_judge_agreement` in results.json). Likelihood mode reports the accuracy by "
+              "summed option log-probability and, beside it, per token and per character (lm-eval's acc_norm), "
+              "since a summed score favours short class names.", ""]
+    return lines
 
 
 def mcit_page() -> str | None:
     mo = RESULTS / "mcit_offline.json"
-    if not mo.exists():
-        return None
-    r = json.loads(mo.read_text())
+    r = json.loads(mo.read_text()) if mo.exists() else {}
+    if "learnability" not in r:  # no run of the benchmark has finished yet
+        return "\n".join(["# Continual instruction tuning on the offline benchmark", "",
+                          "No run of `bench/mcit_offline.py` has finished yet (`bench/results/mcit_offline.json` "
+                          "holds none); it continues where it stopped each time it is called.", "",
+                          *calibration_lines()]) + "\n"
+    seq, seeds, methods = r["sequence"], r["seeds"], list(dict.fromkeys(k.split("/")[0] for k in r["matrices"]))
+    from retain.config import load_config
+
+    planned = load_config(ROOT / "configs" / "mcit-offline.yaml").methods
+    done = sorted(r["matrices"])
+    missing = [f"{m}/seed-{s}" for s in seeds for m in planned if f"{m}/seed-{s}" not in r["matrices"]]
     lines = ["# Continual instruction tuning on the offline benchmark", "",
-             "Written by `bench/run_all.py --summary` from `bench/results/mcit_offline.json` "
-             f"(made by `bench/mcit_offline.py`, which runs `{r['command']}` for each method on 2 CPU cores).", "",
-             f"Sequence: {' -> '.join(r['sequence'])}; mini-LLaVA; train: {r['train']}; "
-             f"{r['eval_limit']} test items per task at every evaluation point. Scores in %.", "",
-             r["table"], "", "## Accuracy matrices (row 0: before training; row t: after task t)", ""]
-    for m, A in r["matrices"].items():
-        lines += [f"### {m}", "", "| after | " + " | ".join(r["sequence"]) + " |", "|---|" + "---|" * len(r["sequence"])]
-        for t, row in enumerate(A):
-            label = "zero-shot" if t == 0 else r["sequence"][t - 1]
-            lines.append(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in row) + " |")
+             "Written by `bench/run_all.py --summary` from `bench/results/mcit_offline.json` (made by "
+             f"`bench/mcit_offline.py`, which runs `{r['command']}` for each method and seed on 2 CPU cores) and "
+             "`bench/results/mcit_calibration.json` (`bench/mcit_calibrate.py`).", "",
+             f"Sequence: {' -> '.join(seq)}; mini-LLaVA; train: {r['train']}; {r['eval_limit']} test items per task "
+             f"at every evaluation point (the same items for every method and seed), answers of at most "
+             f"{r['max_new_tokens']} tokens scored by exact match; seeds {seeds}. Scores in %.", ""]
+    lines += [f"**Runs finished: {len(done)} of {len(planned) * len(seeds)}.**"
+              + (f" Not yet run (the benchmark continues where it stopped): {', '.join(missing)}." if missing else ""),
+              ""]
+    lines += ["## Methods", "",
+              "Mean over the finished seeds with its 95% t-interval over seeds (a method with one finished seed: "
+              "its 95% interval by bootstrap over test items).", "", r["table"], ""]
+    if r.get("paired"):
+        lines += ["## Paired differences against LoRA-FT", "", f"Each method minus lora_ft, {r['paired']['how']}; "
+                  "\"≈\" marks an interval that holds zero (within noise).", "", r["paired"]["table"], ""]
+    lines += learnability_lines(r["learnability"], seq)
+    lines += ranking_lines(r["ranking"])
+    lines += calibration_lines()
+    lines += ["## Mean accuracy matrices (row 0: before training; row t: after task t; mean over finished seeds)", ""]
+    for m in methods:
+        mats = [r["matrices"][k] for k in done if k.split("/")[0] == m]
+        lines += [f"### {m} ({len(mats)} seed{'s' if len(mats) > 1 else ''})", "",
+                  "| after | " + " | ".join(seq) + " |", "|---|" + "---|" * len(seq)]
+        for t in range(len(seq) + 1):
+            label = "zero-shot" if t == 0 else seq[t - 1]
+            cells = [[A[t][j] for A in mats if A[t][j] is not None] for j in range(len(seq))]
+            lines.append(f"| {label} | " + " | ".join(f"{100 * sum(c) / len(c):.1f}" if c else "-" for c in cells) + " |")
         lines.append("")
-    notes = ROOT / "docs" / "mcit_findings.md"
-    if notes.exists():
-        lines += [notes.read_text()]
+    lines += mcit_findings(r)
     return "\n".join(lines) + "\n"
+
+
+def learnability_lines(lr: dict, seq: list[str]) -> list[str]:
+    bar = lr["bar"]
+    lines = ["## Are the tasks learned? (LoRA-FT right after training each task)", "",
+             f"The bar: at least {100 * bar['learned']:.0f}% and at least {100 * bar['margin']:.0f} points above the "
+             "task's zero-shot score, on every task, for every seed.", "",
+             "| seed | " + " | ".join(f"{t} (zero-shot -> trained)" for t in seq) + " |", "|---|" + "---|" * len(seq)]
+    for seed, tasks in lr["seeds"].items():
+        lines.append(f"| {seed} | " + " | ".join(
+            f"{100 * v['zero_shot']:.1f} -> {100 * v['after_training']:.1f} {'(met)' if v['meets_bar'] else '(NOT met)'}"
+            if v["after_training"] is not None else "-" for v in tasks.values()) + " |")
+    lines += ["", f"Bar met on every task and seed: {'yes' if lr['all_met'] else 'no'}.", ""]
+    return lines
+
+
+def ranking_lines(rk: dict) -> list[str]:
+    lines = ["## Ranking by MAA, per seed", ""]
+    for seed, order in rk["by_seed"].items():
+        lines.append(f"- {seed}: " + " > ".join(order))
+    if rk["kendall_tau"]:
+        lines += ["", "Kendall's tau between the seeds' rankings (1: the same order; 0: unrelated): " + ", ".join(
+            f"seeds {t['seeds'][0]} and {t['seeds'][1]} {t['tau']:.2f} over {t['methods']} methods"
+            for t in rk["kendall_tau"] if t["tau"] is not None) + f"; mean {rk['mean_tau']:.2f}."]
+    return lines + [""]
+
+
+def calibration_lines() -> list[str]:
+    cal = RESULTS / "mcit_calibration.json"
+    if not cal.exists():
+        return []
+    sm = json.loads(cal.read_text())["summary"]
+    seq = sm["sequence"]
+    lines = ["## How the training budget was chosen (`bench/mcit_calibrate.py`)", "",
+             "LoRA-FT on each task alone, seed 0, the benchmark's test items; the rule: the fewest items per task "
+             f"under which every task reaches {100 * sm['bar']['learned']:.0f}% and "
+             f"{100 * sm['bar']['margin']:.0f} points above zero-shot. MCITlib's setting (LLaVA-1.5-7B, lr 2e-4, "
+             "one epoch over each task's full training set) does not carry over to a 135M LLM trained for minutes.",
+             "", "| candidate | items per task | " + " | ".join(seq) + " | all met | seconds |",
+             "|---|---|" + "---|" * len(seq) + "---|---|"]
+    for name, c in sm["candidates"].items():
+        cells = [f"{100 * c['tasks'][t]['zero_shot']:.1f} -> {100 * c['tasks'][t]['after_training']:.1f}"
+                 if t in c["tasks"] else "not run" for t in seq]
+        lines.append(f"| {name} | {c['items_per_task']} | " + " | ".join(cells)
+                     + f" | {'yes' if c['meets_bar'] else 'no'} | {c['wall_s']:.0f} |")
+    lines += ["", f"Chosen: {sm['chosen'] or 'none yet meets the bar'}.", ""]
+    return lines
+
+
+def mcit_findings(r: dict) -> list[str]:
+    """What the numbers let one say: only paired differences whose interval leaves out zero."""
+    lines = ["## What it shows", "", "Generated from the paired table above: a difference is stated only when its "
+             "95% interval leaves out zero.", ""]
+    rows = (r.get("paired") or {}).get("rows", {})
+    claims, level = [], 0
+    for method, cells in rows.items():
+        for col, c in cells.items():
+            if c and c["within_noise"] is False:
+                lo, hi = c["interval"]
+                word = "higher" if c["value"] > 0 else "lower"
+                what = col.split(" minus ")[0]
+                claims.append(f"- {method}: {what} {abs(100 * c['value']):.1f} points {word} than lora_ft "
+                              f"[{100 * lo:.1f}, {100 * hi:.1f}].")
+            elif c:
+                level += 1
+    lines += claims or ["- No method differs from LoRA-FT beyond noise on any paired score yet."]
+    if claims and level:
+        lines += [f"- The other {level} paired differences are within noise."]
+    seeds = {k.split('/')[1] for k in r["matrices"]}
+    if len(seeds) < len(r["seeds"]):
+        lines += ["", f"Only {len(seeds)} of {len(r['seeds'])} seeds have finished runs; with fewer than two shared "
+                  "seeds a difference is paired over the test items of one seed, which leaves training noise out."]
+    return lines + [""]
 
 
 def interval(v, lo=None, hi=None) -> str:

@@ -32,7 +32,7 @@ def main() -> None:
     res["study_run"] = {**timed(["study", "configs/wings-study.yaml"]), "command": "retain study configs/wings-study.yaml"}
     study = json.loads((ROOT / "runs" / "wings-study" / "study.json").read_text())
     res.update({"table": study["table"], "models": study["models"], "reference": study["reference"],
-                "order": study["order"],
+                "order": study["order"], "evidence": study["evidence"],
                 "attention": {k: v["attention"] for k, v in study["results"].items() if v["attention"]},
                 "text_by_kind": {k: v["text_by_kind"] for k, v in study["results"].items()},
                 "interleaved": {k: v["interleaved"] for k, v in study["results"].items()}})

@@ -147,6 +147,7 @@ def test_nan_loss_stops_with_message_and_keeps_other_results(tmp_path, tiny_clip
      "'method_args.ldifs.normalize' must be one of token, channel, got 'foo'"),
     (["output_dir=/proc/retain-runs"], "The output directory /proc/retain-runs/tiny cannot be written"),
     (["name=never-ran", "--resume"], "--resume: there is no run to resume in"),
+    (["eval.every_steps=5"], "eval.every_steps evaluates inside a task in MLLM runs only"),
 ])
 def test_bad_config_is_one_clear_message(tmp_path, tiny_clip_dir, override, message):
     cfg = tiny_config(tmp_path, tiny_clip_dir)

@@ -71,3 +71,16 @@ def test_comparison_has_a_concept_forgetting_column_only_where_something_was_mea
     col = header.index("EMT delta (mean)")
     assert rows[0][col] is None and rows[1][col] == pytest.approx(-0.1)
     assert rows[1][header.index("EMT delta digits")] == pytest.approx(-0.3)
+
+
+def test_learned_tasks_needs_both_the_level_and_the_gain_over_zero_shot():
+    from retain.metrics import learned_tasks
+
+    A = [[0.0, 0.30, 0.1],
+         [0.55, 0.30, 0.1],   # task 0: 55% from 0%: learned
+         [0.40, 0.65, 0.1],   # task 1: 65%, 35 points above its zero-shot 30%: learned
+         [0.40, 0.60, 0.49]]  # task 2: 49% < 50%: not learned
+    assert learned_tasks(A, 0.5, 0.3) == [True, True, False]
+    B = [[0.0, 0.40], [0.6, 0.1], [0.5, 0.69]]  # task 1: 69% but 29 points above its zero-shot 40%
+    assert learned_tasks(B, 0.5, 0.3) == [True, False]
+    assert learned_tasks([[float("nan"), 0.0], [0.9, 0.0], [0.9, 0.9]], 0.5, 0.3) == [None, True]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from retain import intervals, stats
+from retain.errors import RetainError
 
 
 def test_bootstrap_interval_of_a_proportion_matches_the_normal_approximation():
@@ -186,3 +187,54 @@ def test_runs_without_records_are_compared_without_paired_differences(tmp_path):
     assert "| ldifs |" in md and "No paired differences" in md and "records" in md
     with pytest.raises(RetainError, match="records"):  # asked for by name: the reason, not a silent table
         write_comparison(runs, tmp_path, baseline="finetune")
+
+
+def test_mcnemar_exact_against_the_binomial_test():
+    from scipy.stats import binomtest
+
+    # 36 against 25 discordant items: 2 * P(X <= 25), X ~ Bin(61, 1/2) = 115310233177346785 / 2**59
+    assert stats.mcnemar_exact(36, 25) == pytest.approx(115310233177346785 / 2 ** 59, rel=1e-12)
+    assert stats.mcnemar_exact(36, 25) == pytest.approx(0.2000313685, rel=1e-9)
+    for b, c in [(36, 25), (30, 10), (6, 0), (5, 0), (3, 4), (700, 600), (41, 80)]:
+        assert stats.mcnemar_exact(b, c) == pytest.approx(binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-9)
+        assert stats.mcnemar_exact(b, c) == stats.mcnemar_exact(c, b)
+    assert stats.mcnemar_exact(30, 10) < 0.01  # a change that must be detected
+    assert stats.mcnemar_exact(6, 0) == 1 / 32 and stats.mcnemar_exact(5, 0) == 1 / 16  # 6 of 6 rejects, 5 of 5 not
+    assert stats.mcnemar_exact(0, 0) == 1.0 and stats.mcnemar_exact(12, 12) == 1.0
+
+
+def test_mcnemar_counts_the_discordant_items_of_the_same_answers():
+    a = np.array([1, 1, 1, 1, 0, 0, 1, 0, 1, 1], dtype=bool)
+    b = np.array([1, 0, 0, 1, 0, 1, 1, 0, 0, 0], dtype=bool)
+    r = stats.mcnemar(a, b)
+    assert (r["n"], r["both"], r["neither"], r["a_only"], r["b_only"]) == (10, 3, 2, 4, 1)
+    assert r["p"] == pytest.approx(2 * (1 + 5) / 2 ** 5)  # 2 P(X <= 1), X ~ Bin(5, 1/2)
+    # the smallest gap that 61 discordant items need: it rejects, two fewer does not
+    g = stats.mcnemar(np.r_[np.ones(31, bool), np.zeros(30, bool)], np.r_[np.zeros(31, bool), np.ones(30, bool)])
+    gap = g["significant_gap"]
+    assert g["a_only"] + g["b_only"] == 61 and gap % 2 == 1
+    assert stats.mcnemar_exact((61 + gap) // 2, (61 - gap) // 2) < 0.05
+    assert stats.mcnemar_exact((61 + gap - 2) // 2, (61 - gap + 2) // 2) >= 0.05
+    assert gap == 17  # 39 against 22: p = 0.040; 38 against 23: p = 0.072
+    assert stats.mcnemar(np.ones(5, bool), np.zeros(5, bool))["significant_gap"] is None  # 5 of 5 cannot reject
+    with pytest.raises(RetainError, match="same items"):
+        stats.mcnemar(a, b[:-1])
+
+
+def test_ranking_stability_orders_each_seed_and_measures_agreement_by_kendall_tau():
+    from retain.report.compare import ranking_stability
+
+    same = {0: {"a": 0.9, "b": 0.5, "c": 0.1}, 1: {"a": 0.8, "b": 0.6, "c": 0.2}}
+    r = ranking_stability(same)
+    assert r["by_seed"] == {0: ["a", "b", "c"], 1: ["a", "b", "c"]} and r["mean_tau"] == pytest.approx(1.0)
+    # one swap of the lowest two of four: tau = (5 concordant - 1 discordant) / 6
+    swapped = {0: {"a": 4, "b": 3, "c": 2, "d": 1}, 1: {"a": 4, "b": 3, "c": 1, "d": 2},
+               2: {"a": 1, "b": 2, "c": 3, "d": 4}}
+    r = ranking_stability(swapped)
+    taus = {tuple(t["seeds"]): t["tau"] for t in r["kendall_tau"]}
+    assert taus[(0, 1)] == pytest.approx(4 / 6) and taus[(0, 2)] == pytest.approx(-1.0)
+    assert taus[(1, 2)] == pytest.approx(-4 / 6)
+    assert r["mean_tau"] == pytest.approx((4 / 6 - 1 - 4 / 6) / 3)
+    # rows missing from a seed (or unscored) are left out of its pairs; fewer than 3 shared: no tau
+    r = ranking_stability({0: {"a": 1, "b": 2, "c": 3}, 1: {"a": 1, "b": None, "c": 3}})
+    assert r["by_seed"][1] == ["c", "a"] and r["kendall_tau"] == [] and r["mean_tau"] is None

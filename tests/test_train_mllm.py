@@ -66,6 +66,25 @@ def test_emt_study_run_end_to_end(tmp_path, tiny_llava_dir):
     assert "comparison" in proc.stdout
 
 
+def test_points_every_k_steps_with_epochs_never_twice_at_one_step(tmp_path, tiny_llava_dir):
+    # 16 items in batches of 8: 2 steps per epoch, 6 over 3 epochs. every_steps=2 puts a
+    # point at steps 2 and 4 (6 is the task's row); the epoch ends fall on those steps and
+    # are not evaluated again
+    cfg = mllm_config(tmp_path, tiny_llava_dir, methods=["lora_ft"], train={"epochs": 3, "max_steps": 0},
+                      eval={"every_steps": 2, "emt_tasks": []})
+    retain("run", cfg)
+    curve = results(tmp_path, "lora_ft")["evaluation"]["curve"]
+    assert [(p["label"], p["epoch"], p["step"]) for p in curve] == [
+        ("zero-shot", 0, None), ("digits step 2", 0, 2), ("digits step 4", 1, 4), ("after digits", 3, None)]
+    records = tmp_path / "runs" / "tiny" / "lora_ft" / "records"
+    assert sorted(f.name for f in records.glob("task-*")) == ["task-1-step-2.jsonl", "task-1-step-4.jsonl"]
+    # every 4 steps with epochs: step 4, and the end of epoch 1 (step 2) as its own point
+    retain("run", mllm_config(tmp_path / "b", tiny_llava_dir, methods=["lora_ft"], train={"epochs": 3, "max_steps": 0},
+                              eval={"every_steps": 4, "emt_tasks": []}))
+    curve = results(tmp_path / "b", "lora_ft")["evaluation"]["curve"]
+    assert [p["label"] for p in curve] == ["zero-shot", "digits epoch 1", "digits step 4", "after digits"]
+
+
 def test_adapter_trains_the_projector_only_and_lora_adds_adapters(tmp_path, tiny_llava_dir):
     from transformers import LlavaForConditionalGeneration
 
@@ -129,6 +148,8 @@ def test_mllm_resume_after_kill_gives_same_results(tmp_path, tiny_llava_dir, met
     (["methods=[ldifs]"], "applies to dual_encoder models, not to this mllm model"),
     (["eval.emt_mode=judge"], "not available in training runs"),
     (["family=vision"], "'family' must be one of auto, dual_encoder, mllm, got 'vision'"),
+    (["eval.synonyms={pony: [foal]}"], "class 'pony', which is in no EMT dataset's label set"),
+    (["eval.every_steps=-2"], "every_steps"),
 ])
 def test_bad_mllm_config_is_one_clear_message(tmp_path, tiny_llava_dir, override, message):
     proc = retain("run", mllm_config(tmp_path, tiny_llava_dir), *override, check=False)

@@ -120,3 +120,14 @@ def test_build_runs_on_a_fixed_thread_count_with_deterministic_kernels():
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
     assert zoo.MINI_CLIP_RECIPE["build_threads"] == 2  # part of the recipe: it changes the weights' last bits
+
+
+def test_the_wings_recipe_has_its_own_stage_budgets():
+    import copy
+
+    from retain import zoo
+
+    before = copy.deepcopy(zoo.MINI_LLAVA_RECIPE)
+    assert zoo.MINI_LLAVA_WINGS_RECIPE["instruct"] is not zoo.MINI_LLAVA_RECIPE["instruct"]
+    assert zoo.MINI_LLAVA_WINGS_RECIPE["align"] is not zoo.MINI_LLAVA_RECIPE["align"]
+    assert zoo.MINI_LLAVA_RECIPE == before

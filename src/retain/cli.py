@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-model", default=None, help="the judge's model name at that endpoint")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
     p.add_argument("--out", default=None, help="output folder (default runs/eval/<model>-<mode>)")
+    p.add_argument("--synonyms", default=None, metavar="YAML",
+                   help="more names per class for the rule matcher: a YAML file of {class: [synonym, ...]}")
 
     p = sub.add_parser("compare", help="table of finished runs, methods as rows")
     p.add_argument("runs", nargs="+", help="run directories, or directories holding them")
@@ -182,12 +184,18 @@ def cmd_eval(args) -> int:
     from retain.data import load_task
     from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
     from retain.io import write_json, write_text
+    from retain.models.mllm import NORMALISED
     from retain.registry import default_encoder, load_dual_encoder, load_mllm
     from retain.rundir import versions
+
+    from retain.config import EvalConfig
+    from retain.eval.emt_match import check_synonyms
 
     tasks = [load_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise RetainError("--tasks names no task.")
+    synonyms = EvalConfig(synonyms=args.synonyms).synonym_table() if args.synonyms else {}
+    check_synonyms(synonyms, {t.name: t.class_names for t in tasks})  # before the model loads
     judge = None
     if args.mode == "judge":
         if not (args.judge_url and args.judge_model):
@@ -213,23 +221,30 @@ def cmd_eval(args) -> int:
     rows, summaries, halted = [], [], None
     for task in tasks:
         res = evaluate_emt(mllm, task, args.mode, limit=args.limit or None, judge=judge, encoder=encoder,
-                           template=args.template or EMT_TEMPLATE)
+                           template=args.template or EMT_TEMPLATE, synonyms=synonyms)
         write_text(out / "records" / f"{task.name.replace('/', '_')}.jsonl",
                    "".join(json.dumps(r, sort_keys=True) + "\n" for r in res.records))
         summaries.append(res.summary())
         c = res.counts
         fmt = (lambda v: "-" if v is None else f"{100 * v:.1f}")
-        rows.append(f"| {task.name} | {fmt(res.accuracy)} | {fmt(res.encoder_zero_shot)} | {fmt(res.gap)} | "
+        extra = ([fmt(getattr(res, f"accuracy_norm_{how}")) for how in NORMALISED] if args.mode == "likelihood"
+                 else [fmt(res.rule_judge_agreement)] if args.mode == "judge" else [])
+        rows.append(f"| {task.name} | {fmt(res.accuracy)} | " + "".join(f"{e} | " for e in extra)
+                    + f"{fmt(res.encoder_zero_shot)} | {fmt(res.gap)} | "
                     f"{c['wrong_class']} | {c['several_classes']} | {c['outside_label_set']} | {c['judge_error']} |")
         if res.halted:  # the judge went down: keep what is judged, stop with one message
             halted = res.halted
             break
     write_json(out / "results.json", {"model": args.model, "mode": args.mode, "limit": args.limit,
                                       "encoder": encoder_name, "template": args.template or EMT_TEMPLATE,
+                                      "synonyms": synonyms,
                                       "judge": {"url": args.judge_url, "model": args.judge_model} if judge else None,
                                       "tasks": summaries, "halted": halted, "versions": versions()})
-    table = ["| task | MLLM acc | encoder zero-shot | gap | wrong class | several classes | outside label set | judge errors |",
-             "|---|---|---|---|---|---|---|---|", *rows]
+    extra = {"likelihood": ["MLLM acc per token", "MLLM acc per character"],
+             "judge": ["rule agrees with judge"]}.get(args.mode, [])
+    header = ["task", "MLLM acc", *extra, "encoder zero-shot", "gap", "wrong class", "several classes",
+              "outside label set", "judge errors"]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
     unscored = sum(s["unscored"] for s in summaries)
     if unscored:
         table.append(f"\n{unscored} item(s) unscored (judge errors): an accuracy covers the scored items only, "

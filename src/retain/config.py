@@ -89,8 +89,40 @@ class EvalConfig:
     """MLLM runs: the judge's model name at that endpoint"""
     judge_key_env: str = "OPENAI_API_KEY"
     """MLLM runs: the environment variable holding the judge's key (never written anywhere)"""
+    synonyms: dict | str = field(default_factory=dict)
+    """MLLM runs: more names per class for EMT's rule matcher, {class: [synonym, ...]} or a YAML file of that
+    mapping; each class must be in an EMT dataset's label set"""
     every_epoch: bool = False
-    """also evaluate after every epoch, not only after every task"""
+    """MLLM runs: also evaluate after every epoch, not only after every task"""
+    every_steps: Annotated[int, NON_NEGATIVE] = 0
+    """MLLM runs: also evaluate every this many optimizer steps within a task (0: never; EMT's fine-tuning curve)"""
+    max_new_tokens: Annotated[int, POSITIVE] = 32
+    """MLLM runs: the longest generated answer to an instruction task, in tokens (cut there, it is scored as it
+    stands; EMT's rule mode keeps the paper's 16)"""
+
+    def __post_init__(self):
+        self.synonym_table()  # a malformed mapping or file fails when the config is read, before any model loads
+
+    def synonym_table(self) -> dict[str, list[str]]:
+        """`synonyms` as a mapping of class name to synonyms, read from the YAML file when it names one."""
+        table, where = self.synonyms, "Config key 'eval.synonyms'"
+        if isinstance(table, str):
+            path, where = Path(table), f"The synonyms file {table}"
+            if not path.is_file():
+                raise RetainError(f"{where} (eval.synonyms) does not exist.")
+            try:
+                table = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise RetainError(f"{where} is not valid YAML: {e}") from e
+        if not isinstance(table, dict):
+            raise RetainError(f"{where} must map each class to its synonyms, got {table!r}.")
+        out = {}
+        for cls, names in table.items():
+            names = [names] if isinstance(names, (str, int)) else names
+            if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+                raise RetainError(f"{where}: the synonyms of class {cls!r} must be a list of names, got {names!r}.")
+            out[str(cls)] = [str(n) for n in names]
+        return out
 
 
 @dataclass

@@ -38,7 +38,8 @@ from retain.tracking import Tracker, trackers
 class Family(ABC):
     """What a model family supplies to the engine. The engine calls, in order: `check`,
     `load`, then `restore` (a resume) or `first_point` (a fresh run), and per task
-    `collate`/`batch_loss` while training, `trained` after it, `point` for its row,
+    `collate`/`batch_loss` while training (and `mid_task` for the points inside a task),
+    `trained` after it, `point` for its row,
     `checkpoint`; `results` at the end."""
 
     name: ClassVar[str] = ""
@@ -80,8 +81,9 @@ class Family(ABC):
     def batch_loss(self, wrapped, method: Method, batch: dict, ctx: TaskContext) -> torch.Tensor:
         """The loss of one training batch through `wrapped` (the task loss plus the method's terms)."""
 
-    def on_epoch(self, ctx: TaskContext, state: dict, run: RunDir, accelerator):
-        """A callback `on_epoch(epoch)` that evaluates between epochs, or None."""
+    def mid_task(self, ctx: TaskContext, state: dict, run: RunDir, accelerator):
+        """A callback `evaluate(epoch, step, where)` for the evaluation points inside a task
+        (`eval.every_epoch`, `eval.every_steps`), or None when the family has none."""
         return None
 
     def trained(self, state: dict, method: Method) -> None:
@@ -168,7 +170,7 @@ def run_continual(family: Family, method_name: str, resume: bool = False, label:
             wrapped = accelerator.prepare(family.module)  # per task: a method may have added adapters
             optimise(accelerator, wrapped, method, ctx, cfg, run, family.collate(ctx),
                      lambda batch, ctx=ctx, wrapped=wrapped: family.batch_loss(wrapped, method, batch, ctx),
-                     on_epoch=_inferring(method, family, family.on_epoch(ctx, state, run, accelerator)))
+                     mid_task=_inferring(method, family, family.mid_task(ctx, state, run, accelerator)))
             del wrapped
             accelerator.free_memory()  # the task's optimizer, scheduler and loader go with it
             family.trained(state, method)
@@ -202,24 +204,26 @@ def run_continual(family: Family, method_name: str, resume: bool = False, label:
     return results
 
 
-def _inferring(method: Method, family: Family, on_epoch):
-    """`on_epoch` evaluating under the method's inference hook (None stays None)."""
-    if on_epoch is None:
+def _inferring(method: Method, family: Family, evaluate):
+    """`evaluate` under the method's inference hook (None stays None)."""
+    if evaluate is None:
         return None
 
-    def call(epoch: int) -> None:
+    def call(epoch: int, step: int, where: str) -> None:
         with method.inference(family.model):
-            on_epoch(epoch)
+            evaluate(epoch, step, where)
 
     return call
 
 
 def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunConfig, run: RunDir, collate,
-             batch_loss, on_epoch=None) -> None:
+             batch_loss, mid_task=None) -> None:
     """The gradient loop every model family shares: AdamW on `method.trainable`, linear
-    warm-up then cosine, gradient clipping, a NaN check; `on_epoch(e)` after each full
-    epoch (1-based) but the last. Only the method's parameters require gradients meanwhile;
-    every parameter's flag is put back afterwards."""
+    warm-up then cosine, gradient clipping, a NaN check. `mid_task(epoch, step, where)`
+    evaluates inside the task (`where`: "epoch e" or "step s"): after each full epoch
+    (1-based) with `eval.every_epoch`, and every `eval.every_steps` optimizer steps; never
+    after the last step (that point is the task's row) and never twice at one step. Only
+    the method's parameters require gradients meanwhile; every parameter's flag is put back afterwards."""
     model = ctx.model
     before = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in before:
@@ -230,13 +234,13 @@ def optimise(accelerator, wrapped, method: Method, ctx: TaskContext, cfg: RunCon
     for p in params:
         p.requires_grad_(True)
     try:
-        _steps(accelerator, wrapped, method, ctx, cfg, run, collate, batch_loss, params, on_epoch)
+        _steps(accelerator, wrapped, method, ctx, cfg, run, collate, batch_loss, params, mid_task)
     finally:
         for p, flag in before:
             p.requires_grad_(flag)
 
 
-def _steps(accelerator, wrapped, method, ctx, cfg, run, collate, batch_loss, params, on_epoch) -> None:
+def _steps(accelerator, wrapped, method, ctx, cfg, run, collate, batch_loss, params, mid_task) -> None:
     tc = cfg.train
     per_process = max(1, tc.batch_size // accelerator.num_processes)
     n, name = len(ctx.train), ctx.task.name
@@ -255,6 +259,14 @@ def _steps(accelerator, wrapped, method, ctx, cfg, run, collate, batch_loss, par
         total = min(total, tc.max_steps)
     warmup = min(tc.warmup_steps, total)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
+    every = cfg.eval.every_steps if mid_task is not None else 0
+    by_epoch = mid_task is not None and cfg.eval.every_epoch
+
+    def evaluate(epoch: int, step: int, where: str) -> None:
+        wrapped.eval()
+        mid_task(epoch, step, where)
+        wrapped.train()
+
     wrapped.train()
     step = epoch = 0
     progress = bar(total=total, desc=f"{method.name} on {name} ({ctx.index + 1}/{len(ctx.tasks)})")
@@ -281,10 +293,10 @@ def _steps(accelerator, wrapped, method, ctx, cfg, run, collate, batch_loss, par
             progress.set_postfix(loss=f"{value:.3f}")
             if ctx.tracker is not None:
                 ctx.tracker.log_step(value, schedule.get_last_lr()[0])
+            if every and step % every == 0 and step < total:  # the last step is evaluated as the task's row
+                evaluate(epoch, step, f"step {step}")
         epoch += 1
-        if on_epoch is not None and step < total:  # the last epoch is evaluated as the task's row
-            wrapped.eval()
-            on_epoch(epoch)
-            wrapped.train()
+        if by_epoch and step < total and not (every and step % every == 0):
+            evaluate(epoch, step, f"epoch {epoch}")
     progress.close()
     wrapped.eval()

@@ -65,6 +65,14 @@ def forward_transfer(A) -> float:
     return float(np.mean([A[i, i] - A[0, i] for i in range(1, T)]))
 
 
+def learned_tasks(A, learned: float, margin: float) -> list[bool | None]:
+    """Per task: whether the score right after training it (A[t+1, t]) is at least `learned`
+    and at least `margin` above its zero-shot score (A[0, t]); None when either is unscored."""
+    A = _check(A)
+    return [None if np.isnan(A[t + 1, t]) or np.isnan(A[0, t]) else
+            bool(A[t + 1, t] >= learned and A[t + 1, t] - A[0, t] >= margin) for t in range(A.shape[1])]
+
+
 def concept_forgetting(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Per dataset, score after fine-tuning minus score of the pre-trained model."""
     missing = set(before) ^ set(after)

@@ -15,6 +15,12 @@ A paired comparison of two methods is the interval of their difference: over the
 items (one draw shared by both runs) or over the same seeds (the t-interval of the
 per-seed differences). A difference whose interval holds zero is within noise.
 
+Two models answering the same items are also compared by McNemar's test (McNemar, 1947):
+of the items exactly one of them gets right (b for the first, c for the second), each is
+the first's with probability 1/2 under "no change"; the exact two-sided p-value is
+min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2). Items both get right or both get
+wrong say nothing about the difference.
+
 Expected calibration error (Guo et al., 2017): the items split into 15 equal-width bins
 of confidence; ECE = sum_b |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|.
 
@@ -26,7 +32,11 @@ and across runs. A vectorised draw of item indices does that in a few lines.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from retain.errors import RetainError
 
 LEVEL = 0.95
 REPLICATES = 2000
@@ -92,6 +102,32 @@ def within_noise(interval) -> bool | None:
     if interval is None or interval[0] is None:
         return None
     return bool(interval[0] <= 0 <= interval[1])
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value of b against c discordant items (1.0 when none)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** n)  # integer arithmetic, one rounding at the end
+
+
+def mcnemar(correct_a, correct_b, alpha: float = 1 - LEVEL) -> dict:
+    """McNemar's test of two models' right/wrong answers to the same items, in item order.
+
+    Returns n, both (right), neither, a_only (b: a right, b wrong), b_only (c), p, and
+    `significant_gap`: the smallest |b - c| that this many discordant items would need to
+    reject "no change" at `alpha` (None: none would).
+    """
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise RetainError(f"McNemar needs the same items scored twice, got {a.shape} and {b.shape} answers.")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    d = a_only + b_only
+    gap = next((g for g in range(d % 2, d + 1, 2) if mcnemar_exact((d + g) // 2, (d - g) // 2) < alpha), None)
+    return {"n": int(a.size), "both": int((a & b).sum()), "neither": int((~a & ~b).sum()), "a_only": a_only,
+            "b_only": b_only, "p": mcnemar_exact(a_only, b_only), "significant_gap": gap}
 
 
 def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float | None:

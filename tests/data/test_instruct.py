@@ -34,9 +34,9 @@ def conv(q, a, img=None, **extra):
     return {**item, **extra}
 
 
-def test_offline_benchmark_has_four_skills_with_fixed_splits():
+def test_offline_benchmark_has_five_skills_with_fixed_splits():
     tasks = {n: load_instruction_task(n) for n in OFFLINE_TASKS}
-    assert set(tasks) == {"vqa-shapes", "animal-id", "textile-inspect", "digit-read"}
+    assert set(tasks) == {"vqa-shapes", "animal-id", "textile-inspect", "digit-read", "garment-kind"}
     for t in tasks.values():
         assert {"train", "test"} <= set(t.splits) and t.scorer in ("exact", "vqa")
         s = t.split("test")
@@ -45,6 +45,15 @@ def test_offline_benchmark_has_four_skills_with_fixed_splits():
     assert again.questions == tasks["vqa-shapes"].split("test").questions  # fixed, from the cache
     assert set(tasks["digit-read"].split("test").answers) == {str(d) for d in range(10)}
     assert load_instruction_task("digits").scorer == "emt"  # a classification task, posed as EMT questions
+    # garment-kind: Fashion-MNIST's images, each answered with its kind, never with its class name
+    from retain.data import load_task
+
+    g, fashion = tasks["garment-kind"].split("test"), load_task("fashion-mnist").split("test")
+    assert g.images[0] is fashion.images[0] or (g.images[0] == fashion.images[0]).all()
+    names = load_task("fashion-mnist").class_names
+    kinds = {"t-shirt": "top", "shirt": "top", "pullover": "top", "coat": "top", "trouser": "trousers",
+             "dress": "dress", "sandal": "footwear", "sneaker": "footwear", "ankle boot": "footwear", "bag": "bag"}
+    assert g.answers == [kinds[names[y]] for y in fashion.labels]
 
 
 def test_conversation_files_json_and_jsonl(tmp_path):

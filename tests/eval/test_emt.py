@@ -29,6 +29,9 @@ class ScriptedMLLM:
     def loglik_many(self, images, question, options, batch_size=8):
         return [self.scores.pop(0) for _ in images]
 
+    def option_ids(self, options):  # one token per word
+        return [o.split() for o in options]
+
 
 def toy_task():
     split = ImageSplit(np.zeros((5, 4, 4, 1), np.uint8), np.array([0, 1, 2, 0, 1]))
@@ -51,6 +54,56 @@ def test_likelihood_mode_takes_the_best_option():
     res = evaluate_emt(ScriptedMLLM([], scores), task, "likelihood")
     assert [r["predicted"] for r in res.records] == [0, 1, 2, 0, 0]
     assert res.accuracy == pytest.approx(4 / 5)
+
+
+def test_likelihood_mode_reports_length_normalised_accuracy_beside_the_summed_one():
+    from retain.intervals import item_score
+
+    split = ImageSplit(np.zeros((3, 4, 4, 1), np.uint8), np.array([0, 1, 1]))
+    task = Task("toy", ["cat", "grey heron", "golden retriever dog"], {"test": split})  # 1, 2, 3 tokens
+    # summed log-probs: the sum picks cat (-2), the mean per token grey heron (-2.6 / 2 = -1.3),
+    # the mean per character golden retriever dog (-4.5 / 20 = -0.225 against -2.6 / 10 = -0.26)
+    res = evaluate_emt(ScriptedMLLM([], [[-2, -2.6, -4.5]] * 3), task, "likelihood", batch_size=2)
+    picks = [(r["predicted"], r["predicted_norm_token"], r["predicted_norm_char"]) for r in res.records]
+    assert picks == [(0, 1, 2)] * 3
+    assert [r["outcome"] for r in res.records] == ["correct", "wrong_class", "wrong_class"]
+    assert [item_score(r) for r in res.records] == [1.0, 0.0, 0.0]  # intervals still read the summed pick
+    assert (res.accuracy, res.accuracy_norm_token, res.accuracy_norm_char) == pytest.approx((1 / 3, 2 / 3, 0))
+    summary = res.summary()
+    assert (summary["mllm_accuracy"], summary["mllm_accuracy_norm_token"],
+            summary["mllm_accuracy_norm_char"]) == pytest.approx((1 / 3, 2 / 3, 0))
+    rule = evaluate_emt(ScriptedMLLM(["cat"] * 3), task, "rule")
+    assert "mllm_accuracy_norm_token" not in rule.summary() and "predicted_norm_token" not in rule.records[0]
+
+
+def test_judge_mode_reports_the_rule_matchers_agreement_with_the_judge(server, tmp_path):
+    from retain.eval.judge import LLMJudge
+    from retain.llm import ChatClient
+
+    task = toy_task()  # labels cat, dog, bird, cat, dog
+    mllm = ScriptedMLLM(["A cat.", "cat", "a bird or a dog", "tiger", "dogs"])
+    # rule says correct: yes, no, no, no, yes; the judge: yes, no, yes, no, unclear twice (unscored)
+    server.script = [("ok", "yes"), ("ok", "no"), ("ok", "yes"), ("ok", "no"), ("ok", "maybe"), ("ok", "perhaps")]
+    judge = LLMJudge(ChatClient(server.url, "judge-m", api_key_env="RETAIN_TEST_API_KEY", max_retries=1,
+                                cache_dir=str(tmp_path / "cache")), unclear_retries=1)
+    res = evaluate_emt(mllm, task, "judge", judge=judge)
+    assert [r["rule_outcome"] for r in res.records] == ["correct", "wrong_class", "several_classes",
+                                                        "outside_label_set", "correct"]
+    assert [r["outcome"] for r in res.records] == ["correct", "wrong_class", "correct", "outside_label_set",
+                                                   "judge_error"]
+    assert res.rule_judge_agreement == pytest.approx(3 / 4)  # both scored items 0-3; they differ on item 2
+    assert res.summary()["rule_judge_agreement"] == pytest.approx(3 / 4)
+    assert "rule_judge_agreement" not in evaluate_emt(ScriptedMLLM(["cat"] * 5), task, "rule").summary()
+
+
+def test_user_synonyms_reach_the_rule_matcher():
+    task = toy_task()
+    answers = ["a moggy", "a moggy", "a birdie", "cat", "dog"]
+    plain = evaluate_emt(ScriptedMLLM(answers), task, "rule")
+    assert [r["outcome"] for r in plain.records[:3]] == ["outside_label_set"] * 3
+    res = evaluate_emt(ScriptedMLLM(answers), task, "rule", synonyms={"cat": ["moggy"], "bird": "birdie",
+                                                                      "airplane": ["plane"]})  # another label set's
+    assert [r["outcome"] for r in res.records] == ["correct", "wrong_class", "correct", "correct", "correct"]
 
 
 def test_prompt_and_bad_mode():
@@ -79,6 +132,13 @@ def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
         assert t["gap"] == pytest.approx(t["mllm_accuracy"] - t["encoder_zero_shot"])
     assert len((out / "records" / "digits.jsonl").read_text().splitlines()) == 6
     assert "| digits |" in proc.stdout
+    if mode == "likelihood":  # the length-normalised accuracies beside the summed one, from the records
+        for t in res["tasks"]:
+            recs = [json.loads(x) for x in (out / "records" / f"{t['task']}.jsonl").read_text().splitlines()]
+            for how in ("token", "char"):
+                assert t[f"mllm_accuracy_norm_{how}"] == pytest.approx(
+                    np.mean([r[f"predicted_norm_{how}"] == r["label"] for r in recs]))
+        assert "MLLM accuracy per token" in (out / "report.html").read_text()
     # report.html: every wrong answer (at most 8 per dataset) shown with the very image it was given for
     import base64
 
@@ -94,6 +154,25 @@ def test_retain_eval_end_to_end(tmp_path, tiny_llava_dir, tiny_clip_dir, mode):
         for r in wrong:
             assert base64.b64encode(image_png(images[r["index"]])).decode() in failures
     assert failures.count("class='example'") == sum(min(6 - t["counts"]["correct"], 8) for t in res["tasks"])
+
+
+def test_retain_eval_synonyms_file_reaches_the_matcher_and_a_bad_class_stops_first(tmp_path, tiny_llava_dir,
+                                                                                  tiny_clip_dir, monkeypatch):
+    from retain import registry
+    from retain.cli import main
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("'7': [lucky]\n")
+    bad.write_text("pony: [foal]\n")
+    loaded = []
+    real = registry.load_mllm
+    monkeypatch.setattr(registry, "load_mllm", lambda name, **kw: loaded.append(name) or real(name, **kw))
+    args = ["--quiet", "eval", "--model", str(tiny_llava_dir), "--tasks", "digits", "--limit", "2",
+            "--encoder", str(tiny_clip_dir), "--synonyms"]
+    assert main([*args, str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert loaded == [] and not (tmp_path / "b").exists()  # refused before the model loads
+    assert main([*args, str(good), "--out", str(tmp_path / "g")]) == 0
+    assert json.loads((tmp_path / "g" / "results.json").read_text())["synonyms"] == {"7": ["lucky"]}
 
 
 def test_mini_llava_gets_the_mini_clip_column_by_default(tmp_path, tiny_llava_dir, tiny_clip_dir, monkeypatch):

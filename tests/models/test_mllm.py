@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from retain.errors import RetainError
 from direct import option_logprob
-from retain.models.mllm import IGNORE
+from retain.models.mllm import IGNORE, best_options, normalise
 from retain.registry import load_mllm
 
 
@@ -75,6 +75,49 @@ def test_batched_loglik_equals_one_image_at_a_time(mllm64):
     text = mllm.loglik_many([None, None], "What is 2 plus 3?", ["5", "five"])
     alone = mllm.loglik(None, "What is 2 plus 3?", ["5", "five"])
     assert text[0] == pytest.approx(text[1], abs=1e-9) and text[0] == pytest.approx(alone, abs=1e-9)
+
+
+def token_logprobs(mllm, enc, option: str) -> list[float]:
+    """log p of each of the option's tokens, each from its own full forward of the prompt and the
+    option's tokens before it (no cache, no batching), in float64."""
+    ids = mllm.tokenizer(option, add_special_tokens=False)["input_ids"]
+    out = []
+    for k, t in enumerate(ids):
+        full = torch.cat([enc["input_ids"], torch.tensor([ids[:k]], dtype=torch.long)], 1)
+        with torch.no_grad():
+            logits = mllm.model(input_ids=full, attention_mask=torch.ones_like(full),
+                                pixel_values=enc["pixel_values"]).logits[0, -1]
+        out.append(logits.double().log_softmax(-1)[t].item())
+    return out
+
+
+def test_length_normalised_scores_against_token_by_token_forwards(mllm64):
+    """Sum, mean per token and mean per character (lm-eval's acc_norm) of each option's
+    log-probabilities against a token-by-token computation; on these options the sum picks the
+    short one, the per-token mean a longer one, the per-character mean the longest."""
+    mllm = mllm64
+    img, question = images(1)[0], "What is in the image?"
+    options = ["dog", "blue square", "an automobile"]
+    enc = mllm._encode([img], [mllm.chat_prompt(question)], "left")
+    per_token = [token_logprobs(mllm, enc, o) for o in options]
+    assert [len(lp) for lp in per_token] == [1, 2, 2]
+    expected = {"sum": [sum(lp) for lp in per_token],
+                "token": [sum(lp) / len(lp) for lp in per_token],
+                "char": [sum(lp) / len(o) for lp, o in zip(per_token, options)]}
+    assert {how: int(np.argmax(v)) for how, v in expected.items()} == {"sum": 0, "token": 1, "char": 2}
+
+    scores = mllm.loglik(img, question, options)
+    counts = [len(ids) for ids in mllm.option_ids(options)]
+    for how, want in expected.items():
+        assert normalise(scores, options, counts, how).tolist() == pytest.approx(want, abs=1e-9)
+    assert {how: int(k) for how, k in best_options(scores, options, counts).items()} == {"sum": 0, "token": 1,
+                                                                                          "char": 2}
+    rows = mllm.loglik_many(images(3), question, options)  # (B, n): every row normalised alike
+    assert normalise(rows, options, counts, "token") == pytest.approx(np.asarray(rows) / counts, abs=1e-12)
+    with pytest.raises(RetainError, match="Unknown option-score normalisation"):
+        normalise(scores, options, counts, "word")
+    with pytest.raises(RetainError, match="3 option scores but 2 option lengths"):
+        normalise(scores, options, counts[:2], "token")
 
 
 def test_generate_is_batched_greedy_and_deterministic(mllm):

@@ -65,6 +65,10 @@ def test_study_measures_both_models_and_the_original_llm(tmp_path, study_models,
     same = [json.loads(line)["predicted"] for line in (out / "records" / plain / "text-offline.jsonl").open()]
     ref = [json.loads(line)["predicted"] for line in (out / "records" / "original-llm" / "text-offline.jsonl").open()]
     assert same == ref and len(same) == 12
+    # the length-normalised picks are reported beside the summed one, from the same records
+    for how, name in (("token", "token"), ("char", "character")):
+        picks = [json.loads(line)[f"correct_norm_{how}"] for line in (out / "records" / plain / "text-offline.jsonl").open()]
+        assert r[plain]["text"][f"offline (per {name})"] == pytest.approx(sum(picks) / len(picks))
     # the learners change text-only behaviour: KL > 0
     assert r[winged]["kl"] > 1e-4 and r[winged]["kl"] > 1000 * abs(r[plain]["kl"])
     for label in (plain, winged):
@@ -82,6 +86,25 @@ def test_study_measures_both_models_and_the_original_llm(tmp_path, study_models,
     assert (out / "table.md").read_text().startswith("| model |")
     page = (out / "report.html").read_text()
     assert page.count("<img") == 3 and "attention of post-image text" in page and "versions" in page
+    # evidence: intervals on every row, and each pair compared on the same questions
+    ev = res["evidence"]
+    assert set(ev["multimodal"]) == {plain, winged} and set(ev["text"]) == {plain, winged, S.REFERENCE}
+    for label in (plain, winged):
+        for t, d in ev["multimodal"][label].items():
+            lo, hi = d["interval"]
+            assert lo <= d["score"] <= hi and d["score"] == pytest.approx(
+                r[label]["multimodal"][t] if t != "mean" else np.mean(list(r[label]["multimodal"].values())))
+    assert [(p["a"], p["b"]) for p in ev["paired"]] == [(plain, S.REFERENCE), (winged, S.REFERENCE), (plain, winged)]
+    same_answers = ev["paired"][0]
+    assert same_answers["n"] == 12 and same_answers["a_only"] == same_answers["b_only"] == 0
+    assert same_answers["p"] == 1.0 and same_answers["interval"] == [0.0, 0.0]
+    right = {k: [json.loads(line)["correct"] for line in (out / "records" / d / "text-offline.jsonl").open()]
+             for k, d in ((winged, winged), (S.REFERENCE, "original-llm"))}
+    w = ev["paired"][1]
+    assert w["a_only"] == sum(a and not b for a, b in zip(right[winged], right[S.REFERENCE]))
+    assert w["b_only"] == sum(b and not a for a, b in zip(right[winged], right[S.REFERENCE]))
+    table = (out / "table.md").read_text()
+    assert "McNemar p" in table and "needed gap" in table and "Intervals and paired tests" in page
     assert "seed: 0" in (out / "config.yaml").read_text()
 
     # a second run reads every measurement back
@@ -102,6 +125,48 @@ def test_study_measures_both_models_and_the_original_llm(tmp_path, study_models,
     (out / "models" / "original-llm.json").unlink()
     again = json.loads((S.run_wings_study(cfg) / "study.json").read_text())
     assert again["results"] == res["results"]
+
+
+def _result(text, multimodal=None, digest="same"):
+    return {"item_scores": {"multimodal": multimodal or {}, "text": {"offline": text}},
+            "text_items": {"offline": digest}}
+
+
+def test_evidence_pairs_every_row_on_the_same_items():
+    from retain import stats
+    from retain.wings import study as S
+
+    ref = np.arange(400) < 200  # the reference gets the first 200 questions right
+    a = ref.copy()
+    a[:40], a[200:210] = False, True  # a loses 40 of them and gains 10 others: 7.5 points lower
+    b = ref.copy()
+    results = {"a": _result(a.astype(int).tolist(), {"t1": [1.0, 0.0, None, 1.0], "t2": [0.0, 1.0]}),
+               "b": _result(b.astype(int).tolist(), {"t1": [1.0, 1.0, 1.0, 0.0], "t2": [1.0, 1.0]}),
+               S.REFERENCE: _result(ref.astype(int).tolist())}
+    ev = S.study_evidence(results, ["a", "b", S.REFERENCE])
+    assert [(p["a"], p["b"]) for p in ev["paired"]] == [("a", S.REFERENCE), ("b", S.REFERENCE), ("a", "b")]
+    p = ev["paired"][0]
+    lost, gained = 40, 10
+    assert (p["n"], p["b_only"], p["a_only"], p["both"], p["neither"]) == (400, lost, gained, 160, 190)
+    assert p["p"] == pytest.approx(stats.mcnemar_exact(gained, lost)) and p["p"] < 1e-4
+    assert p["difference"] == pytest.approx(-0.075)
+    lo, hi = p["interval"]
+    assert lo < p["difference"] < hi < 0  # a paired loss of this size is outside noise
+    # paired: the half-width is 1.96 sd of the per-question differences / sqrt(n), with
+    # Var = ((b + c) / n - ((b - c) / n)^2) / n (unpaired draws would give about twice as wide)
+    half = 1.959964 * np.sqrt(((lost + gained) / 400 - ((lost - gained) / 400) ** 2) / 400)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    # an unscored item is left out of its task's score; the mean is over tasks
+    t1 = ev["multimodal"]["a"]["t1"]
+    assert t1["score"] == pytest.approx(2 / 3) and t1["n"] == 3
+    assert ev["multimodal"]["a"]["mean"]["score"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    (ih, ir), (ph, pr) = S.evidence_tables(ev)
+    assert ih[0] == "model" and "multimodal mean" in ih and [row[0] for row in ir] == ["a", "b", S.REFERENCE]
+    assert pr[0][ph.index("n")] == 400 and pr[0][ph.index("b")] == gained and pr[0][ph.index("c")] == lost
+    # paired only on the same items
+    results["b"]["text_items"]["offline"] = "other"
+    with pytest.raises(RetainError, match="different offline questions"):
+        S.study_evidence(results, ["a", "b", S.REFERENCE])
 
 
 def test_study_bad_input(tmp_path, study_models):

@@ -157,6 +157,21 @@ def _digit_read() -> InstructionTask:
     return InstructionTask("digit-read", _from_labels(load_task("digits"), q, str), "exact")
 
 
+GARMENT_KINDS = {"t-shirt": "top", "trouser": "trousers", "pullover": "top", "dress": "dress", "coat": "top",
+                 "sandal": "footwear", "shirt": "top", "sneaker": "footwear", "bag": "bag", "ankle boot": "footwear"}
+
+
+def _garment_kind() -> InstructionTask:
+    """Fashion-MNIST images (which mini-LLaVA learned to name) asked for a new answer: the
+    kind of item (top, trousers, dress, footwear or bag), which it was never taught."""
+    from retain.data import load_task
+
+    t = load_task("fashion-mnist")
+    kinds = [GARMENT_KINDS[c] for c in t.class_names]
+    q = "What kind of item is this? Answer with one word for its kind."
+    return InstructionTask("garment-kind", _from_labels(t, q, kinds.__getitem__), "exact")
+
+
 def _vqa_shapes() -> InstructionTask:
     """easy-VQA's own question/answer pairs: a fixed sample of its train and test questions."""
     from retain.data.offline import savez
@@ -193,7 +208,7 @@ def _vqa_shapes() -> InstructionTask:
 
 
 OFFLINE_TASKS = {"vqa-shapes": _vqa_shapes, "animal-id": _animal_id, "textile-inspect": _textile_inspect,
-                 "digit-read": _digit_read}
+                 "digit-read": _digit_read, "garment-kind": _garment_kind}
 
 
 # ---- LLaVA / MCITlib conversation files -------------------------------------------------

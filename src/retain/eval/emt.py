@@ -7,8 +7,12 @@ three ways:
 - `rule`: the deterministic matcher of `emt_match` (normalisation, plurals, synonyms,
   exactly one class named);
 - `judge`: an LLM judge on any OpenAI-compatible endpoint (`judge`), failures reported
-  per item and the failure type of a wrong answer taken from the matcher;
-- `likelihood`: no generation; the class names are ranked by the MLLM's log-probability.
+  per item and the failure type of a wrong answer taken from the matcher; the judge is the
+  reference, and the matcher's agreement with it is reported (`rule_judge_agreement`);
+- `likelihood`: no generation; the class names are ranked by the MLLM's log-probability,
+  summed over a name's tokens (`accuracy`, `predicted`) and, beside it, length-normalised
+  per token and per character as lm-eval's acc_norm (`accuracy_norm_token`,
+  `accuracy_norm_char`; per item `predicted_norm_token`, `predicted_norm_char`).
 
 Per dataset: MLLM accuracy, the vision encoder's own zero-shot accuracy beside it, the
 gap, and the paper's failure types (wrong class, several classes, a class outside the
@@ -28,8 +32,9 @@ import numpy as np
 from retain.data.instruct import EMT_TEMPLATE, emt_prompt
 from retain.data.task import Task
 from retain.errors import RetainError
-from retain.eval.emt_match import OUTCOMES, RuleMatcher
+from retain.eval.emt_match import OUTCOMES, RuleMatcher, synonyms_for
 from retain.llm import EndpointDown
+from retain.models.mllm import NORMALISED, best_options
 from retain.progress import bar
 
 MODES = ("rule", "judge", "likelihood")
@@ -47,6 +52,12 @@ class EMTResult:
     records: list[dict] = field(repr=False, default_factory=list)
     halted: str | None = None
     """why judging stopped part-way (the endpoint went down), None when every item was asked"""
+    accuracy_norm_token: float | None = None
+    """likelihood mode: the class picked by its mean log-probability per token"""
+    accuracy_norm_char: float | None = None
+    """likelihood mode: the class picked by its log-probability per character (lm-eval's acc_norm)"""
+    rule_judge_agreement: float | None = None
+    """judge mode: the fraction of judged items where the rule matcher's verdict (correct or not) is the judge's"""
 
     @property
     def gap(self) -> float | None:
@@ -57,30 +68,38 @@ class EMTResult:
     def summary(self) -> dict:
         return {"task": self.task, "mode": self.mode, "mllm_accuracy": self.accuracy,
                 "encoder_zero_shot": self.encoder_zero_shot, "gap": self.gap,
+                **({f"mllm_accuracy_norm_{how}": getattr(self, f"accuracy_norm_{how}") for how in NORMALISED}
+                   if self.mode == "likelihood" else {}),
                 "counts": self.counts, "unscored": self.counts.get("judge_error", 0), "examples": self.examples,
-                **({"halted": self.halted} if self.halted else {})}
+                **({"halted": self.halted} if self.halted else {}),
+                **({"rule_judge_agreement": self.rule_judge_agreement} if self.mode == "judge" else {})}
 
 
 def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None, judge=None,
                  encoder=None, template: str = EMT_TEMPLATE, batch_size: int = 8,
-                 max_new_tokens: int = 16, examples_per_type: int = 3) -> EMTResult:
-    """EMT on `task`'s test split. `encoder` (a DualEncoder) gives the zero-shot column."""
+                 max_new_tokens: int = 16, examples_per_type: int = 3,
+                 synonyms: dict[str, list[str]] | None = None) -> EMTResult:
+    """EMT on `task`'s test split. `encoder` (a DualEncoder) gives the zero-shot column; `synonyms` (class ->
+    more names, `emt_match.check_synonyms` checked) are the user's, those of other label sets left aside."""
     if mode not in MODES:
         raise RetainError(f"Unknown EMT scoring mode {mode!r}: use one of {', '.join(MODES)}.")
     if mode == "judge" and judge is None:
         raise RetainError("EMT mode 'judge' needs a judge endpoint (--judge-url and --judge-model).")
     split = task.split("test").subset(limit)
     prompt = emt_prompt(task, template)
-    matcher = RuleMatcher(task.class_names)
+    matcher = RuleMatcher(task.class_names, synonyms_for(synonyms, task.class_names))
     records, halted = [], None
     if mode == "likelihood":
+        token_counts = [len(ids) for ids in mllm.option_ids(task.class_names)]
         for s in bar(range(0, len(split), batch_size), desc=f"EMT likelihood on {task.name}"):
             batch = list(split.images[s:s + batch_size])
-            for i, scores in enumerate(mllm.loglik_many(batch, prompt, task.class_names, batch_size), start=s):
-                pred = int(np.argmax(scores))
-                label = int(split.labels[i])
+            scores = mllm.loglik_many(batch, prompt, task.class_names, batch_size)
+            picks = best_options(scores, task.class_names, token_counts)  # {sum, token, char: (B,)}
+            for k in range(len(batch)):
+                i, pred, label = s + k, int(picks["sum"][k]), int(split.labels[s + k])
                 records.append({"index": i, "label": label, "answer": task.class_names[pred], "predicted": pred,
-                                "outcome": "correct" if pred == label else "wrong_class"})
+                                "outcome": "correct" if pred == label else "wrong_class",
+                                **{f"predicted_norm_{how}": int(picks[how][k]) for how in NORMALISED}})
     else:
         answers = []
         for s in bar(range(0, len(split), batch_size), desc=f"EMT generation on {task.name}"):
@@ -91,6 +110,7 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
             m = matcher.match(answer, label)
             rec = {"index": i, "label": label, "answer": answer, "predicted": m.predicted, "outcome": m.outcome}
             if mode == "judge":
+                rec["rule_outcome"] = m.outcome
                 try:
                     v = None if halted else judge.judge(answer, task.class_names[label], task.class_names)
                 except EndpointDown as e:
@@ -117,4 +137,10 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
 
         zs = zero_shot(encoder, task, limit=limit).accuracy
     full_counts = {o: counts.get(o, 0) for o in (*OUTCOMES, "judge_error")}
-    return EMTResult(task.name, mode, accuracy, zs, full_counts, examples, records, halted)
+    norm = {f"accuracy_norm_{how}": float(np.mean([r[f"predicted_norm_{how}"] == r["label"] for r in records]))
+            for how in NORMALISED} if mode == "likelihood" and records else {}
+    judged = [r for r in scored if "rule_outcome" in r]  # judge mode: the items both scored
+    agree = (sum((r["rule_outcome"] == "correct") == (r["outcome"] == "correct") for r in judged) / len(judged)
+             if judged else None)
+    return EMTResult(task.name, mode, accuracy, zs, full_counts, examples, records, halted, **norm,
+                     rule_judge_agreement=agree)

@@ -42,6 +42,10 @@ class DualEncoderFamily(Family):
         if both:
             raise RetainError(f"{both} are both in `sequence` and in `probes`: concept-forgetting probes must lie "
                               "outside the sequence.")
+        inside = [k for k in ("every_epoch", "every_steps") if getattr(cfg.eval, k)]
+        if inside:
+            raise RetainError(f"eval.{inside[0]} evaluates inside a task in MLLM runs only; a dual-encoder run is "
+                              "evaluated after every task: remove it.")
 
     def load(self, accelerator, method: Method) -> None:
         cfg = self.cfg

@@ -4,7 +4,8 @@ Tasks are instruction tasks, or classification datasets posed as EMT questions (
 `retain.data.instruct`); gradient steps train the answer tokens. An evaluation point
 scores every sequence task with its scorer and every `eval.emt_tasks` dataset with EMT
 (one row of the accuracy matrix; row 0 is measured before any training). With
-`eval.every_epoch`, a point also follows every epoch, which is EMT's fine-tuning study.
+`eval.every_epoch` a point also follows every epoch, and with `eval.every_steps` every k
+optimizer steps (EMT's fine-tuning curve; a point records its task, epoch and step).
 Checkpoints hold the parameters the method trains.
 """
 
@@ -20,6 +21,7 @@ from retain.data.instruct import load_instruction_task, task_name
 from retain.engine import Family, run_continual
 from retain.errors import RetainError
 from retain.eval.emt import EMT_TEMPLATE, evaluate_emt
+from retain.eval.emt_match import check_synonyms
 from retain.eval.instruct import evaluate_instruction
 from retain.methods.base import Method, TaskContext
 from retain.registry import build_info, default_encoder, load_dual_encoder, load_mllm
@@ -56,6 +58,9 @@ class MLLMFamily(Family):
         with accelerator.main_process_first():  # one process converts data and builds the zoo model
             self.tasks = [load_instruction_task(s, self.template) for s in cfg.sequence]
             self.held_out = {n: load_task(n) for n in cfg.eval.emt_tasks if n not in [t.name for t in self.tasks]}
+            emt_sets = {**{t.name: t.source.class_names for t in self.tasks if t.scorer == "emt"},
+                        **{n: t.class_names for n, t in self.held_out.items()}}
+            check_synonyms(cfg.eval.synonym_table(), emt_sets)  # a class in no label set stops before the model loads
             self.model = load_mllm(cfg.model, trust_remote_code=cfg.trust_remote_code)
         self.module = self.model.model
         self.module.to(accelerator.device)
@@ -88,18 +93,15 @@ class MLLMFamily(Family):
     def batch_loss(self, wrapped, method: Method, batch: dict, ctx: TaskContext) -> torch.Tensor:
         return batch_loss(self.model, wrapped, method, batch, ctx)
 
-    def on_epoch(self, ctx: TaskContext, state: dict, run: RunDir, accelerator):
-        if not self.cfg.eval.every_epoch:
-            return None
-
-        def on_epoch(epoch: int) -> None:
-            point, records = self.evaluator.point(ctx.index, epoch, f"{ctx.task.name} epoch {epoch}")
+    def mid_task(self, ctx: TaskContext, state: dict, run: RunDir, accelerator):
+        def evaluate(epoch: int, step: int, where: str) -> None:
+            point, records = self.evaluator.point(ctx.index, epoch, f"{ctx.task.name} {where}", step=step)
             state["points"].append(point)
             if accelerator.is_main_process:
-                run.write_records(f"task-{ctx.index + 1}-epoch-{epoch}", records)
+                run.write_records(f"task-{ctx.index + 1}-{where.replace(' ', '-')}", records)
                 run.save_state(state)
 
-        return on_epoch
+        return evaluate
 
     def trained(self, state: dict, method: Method) -> None:
         trained = {id(p) for p in method.saved_parameters(self.model)}
@@ -172,6 +174,7 @@ class Evaluator:
 
     def __init__(self, mllm, cfg: RunConfig, tasks: list, held_out: dict, template: str):
         self.mllm, self.cfg, self.tasks, self.held_out, self.template = mllm, cfg, tasks, held_out, template
+        self.synonyms = cfg.eval.synonym_table()
         self.judge = None
         if any(t.scorer == "judge" for t in tasks):
             e = cfg.eval
@@ -192,16 +195,18 @@ class Evaluator:
         """The classification datasets evaluated with EMT, by name."""
         return {**{t.name: t.source for t in self.tasks if t.scorer == "emt"}, **self.held_out}
 
-    def point(self, task_index: int, epoch: int, label: str) -> tuple[dict, list[dict]]:
+    def point(self, task_index: int, epoch: int, label: str, step: int | None = None) -> tuple[dict, list[dict]]:
         acc, counts, unscored, records = {}, {}, {}, []
         limit = self.cfg.eval.limit or None
         for name, task in self.emt_sources().items():
-            r = evaluate_emt(self.mllm, task, self.cfg.eval.emt_mode, limit=limit, template=self.template)
+            r = evaluate_emt(self.mllm, task, self.cfg.eval.emt_mode, limit=limit, template=self.template,
+                             synonyms=self.synonyms)
             acc[name], counts[name] = r.accuracy, r.counts
             records += [{**rec, "task": name} for rec in r.records]
         for task in self.tasks:
             if task.scorer != "emt":
-                r = evaluate_instruction(self.mllm, task, limit=limit, judge=self.judge)
+                r = evaluate_instruction(self.mllm, task, limit=limit, judge=self.judge,
+                                         max_new_tokens=self.cfg.eval.max_new_tokens)
                 if r.halted:
                     from retain.llm import EndpointDown
 
@@ -211,7 +216,7 @@ class Evaluator:
                 unscored[task.name] = sum(rec["score"] is None for rec in r.records)
                 records += [{**rec, "task": task.name} for rec in r.records]
         order = [t.name for t in self.tasks] + [n for n in self.held_out]
-        point = {"label": label, "task_index": task_index, "epoch": epoch,
+        point = {"label": label, "task_index": task_index, "epoch": epoch, "step": step,
                  "accuracy": {n: acc[n] for n in order}, "counts": counts}
         if any(unscored.values()):  # the score of such a cell covers the scored items only
             point["unscored"] = {n: k for n, k in unscored.items() if k}

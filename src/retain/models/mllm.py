@@ -7,7 +7,9 @@ LLaVA-style model the same way:
 - `generate(images, questions)`: batched greedy decoding, left-padded.
 - `loglik(image, question, options)`: sum of the log-probabilities of each option's tokens
   after the prompt; the prompt (image included) is run once and its key/value cache is
-  shared by all options.
+  shared by all options. A sum favours short options; `normalise` turns sums into the
+  mean per token or per character (lm-eval-harness's acc_norm), `best_options` picks the
+  best option under each.
 - `training_batch` / `training_loss`: prompt and answer tokenised separately and joined,
   so the labels cover the answer tokens (and the end-of-turn token) exactly, nothing else.
 """
@@ -160,7 +162,8 @@ class MLLM:
         return ids
 
     def loglik(self, image, question: str, options: list[str]) -> list[float]:
-        """log p(option | image, question) for each option, the prompt computed once."""
+        """log p(option | image, question) for each option, the prompt computed once: the sum over
+        the option's tokens (`option_ids`); `normalise` gives the per-token and per-character means."""
         return self.loglik_many([image], question, options)[0]
 
     def loglik_many(self, images, question: str, options: list[str], batch_size: int = 8) -> list[list[float]]:
@@ -208,11 +211,14 @@ class MLLM:
             tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device).repeat(n_items, 1)
             mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids],
                                 device=self.device).repeat(n_items, 1)  # (B*n, L): row b*n + j
-            cache = out.past_key_values
+            # the cache is passed back under the name it came out by: `cache` from transformers 5
+            # (`past_key_values` is deprecated there, an error from 5.40), `past_key_values` before
+            name = "cache" if "cache" in out else "past_key_values"
+            cache = out[name]
             cache.batch_repeat_interleave(n)
             prompt_mask = enc["attention_mask"].repeat_interleave(n, 0)
             step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
-                              past_key_values=cache, use_cache=True)
+                              use_cache=True, **{name: cache})
             logp = at_least_float32(step.logits).log_softmax(-1)  # position k predicts token k+1
             rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
             scores = scores + rest.double().cpu().view(n_items, n)
@@ -273,6 +279,42 @@ class MLLM:
         labels = batch.pop("labels")
         logits = self.model(**batch).logits[:, :-1].float()
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
+# option lengths that a summed log-probability is divided by, per normalisation
+LENGTHS = {
+    "sum": lambda options, token_counts: [1] * len(options),
+    "token": lambda options, token_counts: token_counts,
+    "char": lambda options, token_counts: [len(o) for o in options],
+}
+NORMALISED = ("token", "char")
+
+
+def normalise(scores, options: list[str], token_counts: list[int], how: str) -> np.ndarray:
+    """Summed option log-probabilities (`MLLM.loglik*`, options on the last axis) under one
+    length normalisation, in float64.
+
+    - `sum`: as given, log p(option | prompt). Every token costs, so short options are favoured.
+    - `token`: the mean log-probability per token, the sum over the option's token count;
+      `token_counts` are `[len(i) for i in mllm.option_ids(options)]`, the tokens that were scored.
+    - `char`: the sum over the option's length in characters (`len(option)`), lm-eval-harness's
+      acc_norm. lm-eval scores the continuation " " + choice (its target delimiter) and divides
+      by `len(choice)`, the space not counted; retain scores the option as is right after the
+      prompt (no leading space) and divides by `len(option)`: the same characters counted.
+    """
+    if how not in LENGTHS:
+        raise RetainError(f"Unknown option-score normalisation {how!r}: use one of {', '.join(LENGTHS)}.")
+    scores = np.asarray(scores, dtype=np.float64)
+    lengths = np.asarray(LENGTHS[how](options, token_counts), dtype=np.float64)
+    if lengths.shape != scores.shape[-1:]:
+        raise RetainError(f"{scores.shape[-1]} option scores but {len(lengths)} option lengths.")
+    return scores / lengths
+
+
+def best_options(scores, options: list[str], token_counts: list[int]) -> dict[str, np.ndarray]:
+    """The index of the best option under each normalisation of `LENGTHS` (argmax over the last
+    axis of `scores`; ties go to the first option)."""
+    return {how: normalise(scores, options, token_counts, how).argmax(-1) for how in LENGTHS}
 
 
 def load_mllm_from(ident: str, hub: bool = False, trust_remote_code: bool = False, dtype=None) -> MLLM:

@@ -21,7 +21,7 @@ from retain.report import page as P
 COLUMNS = [("MFT", "MFT (downstream)"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", "BWT"),
            ("forgetting", "forgetting")]
 CF_KINDS = [("zero_shot", "ZS"), ("linear_probe", "LP"), ("emt", "EMT")]
-PAIRED = [("MFT", "MFT"), ("MFN", "MFN"), ("BWT", "BWT")]
+PAIRED = [("MFT", "MFT"), ("MFN", "MFN"), ("MAA", "MAA"), ("BWT", "BWT")]
 
 
 def label_of(res: dict) -> str:
@@ -198,3 +198,24 @@ def calibration_rows(runs: list[Path], results: list[dict]) -> tuple[list[str], 
                 rows.append([name, kind.replace("_", " "), *[float(np.mean([c[k] for c in cal]))
                                                              for k in ("mean_before", "mean_after", "mean_delta")]])
     return header, rows
+
+
+def ranking_stability(scores_by_seed: dict[int, dict[str, float]]) -> dict:
+    """Rows ranked by a score within each seed (best first), and Kendall's tau between every
+    pair of seeds over the rows both have (at least 3): 1 is the same order, 0 unrelated.
+    `scores_by_seed`: seed -> {row name: score}; a None score is left out."""
+    import itertools
+
+    from scipy.stats import kendalltau
+
+    by_seed = {s: {k: v for k, v in d.items() if v is not None} for s, d in sorted(scores_by_seed.items())}
+    order = {s: sorted(d, key=lambda k: (-d[k], k)) for s, d in by_seed.items()}
+    taus = []
+    for a, b in itertools.combinations(by_seed, 2):
+        shared = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if len(shared) >= 3:
+            tau = float(kendalltau([by_seed[a][k] for k in shared], [by_seed[b][k] for k in shared]).statistic)
+            taus.append({"seeds": [a, b], "rows": len(shared), "tau": None if np.isnan(tau) else tau})
+    scored = [t["tau"] for t in taus if t["tau"] is not None]
+    return {"by_seed": order, "kendall_tau": taus, "mean_tau": float(np.mean(scored)) if scored else None}
+

@@ -18,6 +18,7 @@ from retain.io import read_json, write_text
 from retain.report import page as P
 
 PER_DATASET = 8
+NORM_NAMES = {"token": "token", "char": "character (acc_norm)"}
 
 
 def _records(path: Path) -> list[dict]:
@@ -98,13 +99,20 @@ def failure_section(run: Path, res: dict) -> tuple[str, str, str]:
 def write_eval_report(out: Path) -> Path:
     """report.html for a `retain eval` folder: the MLLM against its vision encoder, per dataset."""
     res = read_json(out / "results.json")
-    header = ["dataset", "MLLM accuracy", "vision encoder zero-shot", "gap", *[o.replace("_", " ") for o in OUTCOMES],
-              "judge errors"]
-    rows = [[t["task"], t["mllm_accuracy"], t["encoder_zero_shot"], t["gap"],
-             *[t["counts"].get(o, 0) for o in OUTCOMES], t["counts"].get("judge_error", 0)] for t in res["tasks"]]
+    # likelihood mode: the class names also ranked by log-probability per token and per character
+    norms = [n for n in ("token", "char") if any(f"mllm_accuracy_norm_{n}" in t for t in res["tasks"])]
+    header = ["dataset", "MLLM accuracy", *[f"MLLM accuracy per {NORM_NAMES[n]}" for n in norms],
+              "vision encoder zero-shot", "gap", *[o.replace("_", " ") for o in OUTCOMES], "judge errors"]
+    rows = [[t["task"], t["mllm_accuracy"], *[t.get(f"mllm_accuracy_norm_{n}") for n in norms], t["encoder_zero_shot"],
+             t["gap"], *[t["counts"].get(o, 0) for o in OUTCOMES], t["counts"].get("judge_error", 0)]
+            for t in res["tasks"]]
     fig = _accuracy_bars(res)
     P.save_figures(out / "figures", {"mllm_vs_encoder": fig})
     body = P.table(header, rows) + P.figures([("MLLM accuracy against its vision encoder's zero-shot", fig)])
+    if norms:
+        body = ("<p class='note'>MLLM accuracy: the class name of highest summed log-probability, which favours "
+                "short names; per token: of highest mean log-probability per token; per character: summed "
+                "log-probability over the name's length in characters (lm-evaluation-harness's acc_norm).</p>" + body)
     unscored = sum(t["counts"].get("judge_error", 0) for t in res["tasks"])
     if unscored or res.get("halted"):
         body = (f"<p class='note'>{unscored} item(s) unscored (judge errors): an accuracy covers the scored items "

@@ -11,7 +11,11 @@ from the same mini-CLIP, SmolLM2, data and steps) and for the original LLM:
 - interleaved: accuracy in conversations from text-rich (no image turn) to image-rich;
 - the attention shift: per layer, the attention mass of post-image text on the text before
   the image, beside the original LLM's profile on the same text without the image, and
-  the correlation of the two profiles across layers.
+  the correlation of the two profiles across layers;
+- evidence: every score with its 95% interval (bootstrap over the test items,
+  `retain.stats`), and every pair (each model against the original LLM, model against
+  model) compared on the same text-only questions: the paired interval of the difference
+  and McNemar's exact test on the questions exactly one of the two gets right.
 
 Everything lands in `<output_dir>/<name>/`: study.json, table.md, records/<model>/*.jsonl,
 report.html, config.yaml (with seed and versions). A model measured before under the same
@@ -31,11 +35,13 @@ import numpy as np
 from retain.config import NON_NEGATIVE, POSITIVE
 from retain.errors import RetainError
 from retain.io import read_json, write_json, write_text
-from retain import registry
+from retain import registry, stats
+from retain.intervals import item_score
 from retain.progress import say
 
 ZOO_MLLMS = tuple(registry.list_models("mllm"))
 REFERENCE = "original LLM"
+MEASUREMENTS = 2  # what a stored measurement holds; 2: per-item scores (a stored 1 is measured again)
 
 
 @dataclass
@@ -90,8 +96,11 @@ def _identity(name: str) -> str:
 
 
 def settings_key(cfg: WingsStudyConfig, name: str, reference: str) -> str:
+    from retain.eval.text_retention import text_qa_items
+
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("name", "models", "output_dir")}
-    blob = json.dumps([_identity(name), reference, settings], sort_keys=True, default=str)
+    offline = items_digest(text_qa_items(cfg.seed)[:cfg.text_limit or None])  # the question set, not only its size
+    blob = json.dumps([_identity(name), reference, settings, offline, MEASUREMENTS], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -127,6 +136,17 @@ def attention_items(n: int, seed: int) -> list[tuple[str, object, str]]:
     return items
 
 
+def items_digest(items: list) -> str:
+    """What identifies a set of questions: their text, options and answers."""
+    blob = json.dumps([[it.question, it.options, it.answer] for it in items])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _scores(records: list[dict]) -> list:
+    """Per-item scores in item order, None for an unscored item (JSON has no NaN)."""
+    return [None if v != v else v for v in map(item_score, records)]
+
+
 def _records(out: Path, label: str, part: str, records: list[dict]) -> None:
     write_text(out / "records" / label / f"{part}.jsonl", "".join(json.dumps(r, sort_keys=True, default=str) + "\n"
                                                                   for r in records))
@@ -156,27 +176,21 @@ def measure_model(mllm, reference, cfg: WingsStudyConfig, label: str, out: Path)
     from retain.eval.emt import evaluate_emt
     from retain.eval.instruct import evaluate_instruction
     from retain.eval.interleaved import build_conversations, evaluate_interleaved
-    from retain.eval.text_retention import next_token_kl, text_accuracy
+    from retain.eval.text_retention import next_token_kl
 
     limit = cfg.limit or None
-    multimodal = {}
+    multimodal, scores = {}, {"multimodal": {}, "text": {}}
     for t in cfg.emt_tasks:
         say(f"{label}: EMT ({cfg.emt_mode}) on {t}")
         r = evaluate_emt(mllm, load_task(t), cfg.emt_mode, limit=limit)
-        multimodal[t] = r.accuracy
+        multimodal[t], scores["multimodal"][t] = r.accuracy, _scores(r.records)
         _records(out, label, f"emt-{t}", r.records)
     for t in cfg.instruction_tasks:
         say(f"{label}: instruction task {t}")
         r = evaluate_instruction(mllm, load_instruction_task(t), limit=limit)
-        multimodal[t] = r.score
+        multimodal[t], scores["multimodal"][t] = r.score, _scores(r.records)
         _records(out, label, f"instruction-{t}", r.records)
-    text = {}
-    by_kind = {}
-    for kind, items in _text_items(cfg).items():
-        say(f"{label}: text-only {kind} ({len(items)} questions)")
-        r = text_accuracy(mllm, items)
-        text[kind], by_kind[kind] = r.accuracy, r.by_kind
-        _records(out, label, f"text-{kind}", r.records)
+    text, by_kind, digests = _measure_text(mllm, cfg, label, out, scores)
     say(f"{label}: next-token KL against the original LLM ({cfg.kl_prompts} chats)")
     kl = next_token_kl(mllm.model, reference, mllm.tokenizer, text_chats(mllm.tokenizer, cfg.kl_prompts, cfg.seed))
     say(f"{label}: interleaved conversations")
@@ -185,28 +199,44 @@ def measure_model(mllm, reference, cfg: WingsStudyConfig, label: str, out: Path)
     say(f"{label}: attention shift")
     shift = attention_shift(mllm, attention_items(cfg.attention_items, cfg.seed), reference=reference)
     return {"multimodal": multimodal, "text": text, "text_by_kind": by_kind, "kl": kl,
-            "interleaved": {str(k): v for k, v in inter.by_mix.items()}, "attention": shift.summary()}
+            "interleaved": {str(k): v for k, v in inter.by_mix.items()}, "attention": shift.summary(),
+            "item_scores": scores, "text_items": digests}
+
+
+def _measure_text(lm, cfg: WingsStudyConfig, label: str, out: Path, scores: dict) -> tuple[dict, dict, dict]:
+    """Text-only accuracy on every set ({set: accuracy}, {set: by kind}, {set: items digest}),
+    per-question right/wrong into `scores["text"]`."""
+    from retain.eval.text_retention import text_accuracy
+    from retain.models.mllm import NORMALISED
+
+    text, by_kind, digests = {}, {}, {}
+    for kind, items in _text_items(cfg).items():
+        say(f"{label}: text-only {kind} ({len(items)} questions)")
+        r = text_accuracy(lm, items)
+        text[kind], by_kind[kind], digests[kind] = r.accuracy, r.by_kind, items_digest(items)
+        # the length-normalised picks beside the summed one (the summed pick is what the tables pair)
+        for how in NORMALISED:
+            text[f"{kind} (per {'character' if how == 'char' else how})"] = getattr(r, f"accuracy_norm_{how}")
+        scores["text"][kind] = [int(rec["correct"]) for rec in r.records]
+        _records(out, "original-llm" if label == REFERENCE else label, f"text-{kind}", r.records)
+    return text, by_kind, digests
 
 
 def measure_reference(reference, processor, cfg: WingsStudyConfig, out: Path) -> dict:
     """The original LLM on the text-only measurements, with the MLLMs' prompts (no images)."""
     from retain.eval.interleaved import build_conversations, evaluate_interleaved
-    from retain.eval.text_retention import text_accuracy
     from retain.models.mllm import MLLM
 
     lm = MLLM(reference, processor)
-    text, by_kind = {}, {}
-    for kind, items in _text_items(cfg).items():
-        say(f"{REFERENCE}: text-only {kind} ({len(items)} questions)")
-        r = text_accuracy(lm, items)
-        text[kind], by_kind[kind] = r.accuracy, r.by_kind
-        _records(out, "original-llm", f"text-{kind}", r.records)
+    scores = {"multimodal": {}, "text": {}}
+    text, by_kind, digests = _measure_text(lm, cfg, REFERENCE, out, scores)
     text_only = [c for c in build_conversations(cfg.interleaved_per_mix, cfg.interleaved_turns, cfg.seed)
                  if c.image_turns == 0]
     inter = evaluate_interleaved(lm, text_only)
     _records(out, "original-llm", "interleaved", inter.records)
     return {"multimodal": {}, "text": text, "text_by_kind": by_kind, "kl": 0.0,
-            "interleaved": {str(k): v for k, v in inter.by_mix.items()}, "attention": None}
+            "interleaved": {str(k): v for k, v in inter.by_mix.items()}, "attention": None,
+            "item_scores": scores, "text_items": digests}
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -291,10 +321,14 @@ def run_wings_study(cfg: WingsStudyConfig) -> Path:
              "order": [*labels, REFERENCE], "results": results}
     header, rows = study_table(study)
     study["table"] = {"header": header, "rows": rows}
+    study["evidence"] = study_evidence(results, study["order"], cfg.seed)
     write_json(out / "study.json", study)
     from retain.report import format_table
 
-    write_text(out / "table.md", format_table(header, rows) + "\n\n" + TABLE_NOTE + "\n")
+    (ih, ir), (ph, pr) = evidence_tables(study["evidence"])
+    write_text(out / "table.md", format_table(header, rows) + "\n\n" + TABLE_NOTE + "\n\n"
+               + format_table(ih, ir) + "\n\n" + INTERVALS_NOTE + "\n\n" + format_table(ph, pr) + "\n\n"
+               + PAIRED_NOTE + "\n")
     write_study_report(out)
     return out
 
@@ -339,6 +373,92 @@ def study_table(study: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+# ---- evidence: intervals and paired tests --------------------------------------------------------
+INTERVALS_NOTE = ("Scores in % with their 95% interval: the percentile bootstrap over the test items "
+                  f"({stats.REPLICATES} draws; each task drawn on its own, the multimodal mean recomputed on every "
+                  "draw).")
+PAIRED_NOTE = ("Each pair answered the same n text-only questions. b: questions only the first gets right; c: only "
+               "the second. p: McNemar's exact two-sided test of b against c (questions both get right or both get "
+               "wrong say nothing about the difference). difference: first minus second in points, with its paired "
+               "bootstrap interval over the questions (the exact test is the stricter of the two: near the edge it "
+               "may keep \"no change\" where the interval just leaves out 0). needed gap: the smallest |b - c| that "
+               "b + c discordant questions would need for p < 0.05 (- : none would).")
+
+
+def _vector(values) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=float)
+
+
+def comparison_pairs(order: list[str]) -> list[tuple[str, str]]:
+    """Each model against the original LLM, then each pair of models in the study's order."""
+    models = [m for m in order if m != REFERENCE]
+    return [(m, REFERENCE) for m in models if REFERENCE in order] + \
+        [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+
+
+def study_evidence(results: dict, order: list[str], seed: int = 0, replicates: int = stats.REPLICATES) -> dict:
+    """Intervals of every multimodal and text-only score, and the paired text-only comparisons."""
+    ev = {"kind": stats.KIND_ITEMS, "level": stats.LEVEL, "replicates": replicates, "multimodal": {}, "text": {},
+          "paired": []}
+    for label in order:
+        scores = results[label].get("item_scores") or {}
+        for part in ("multimodal", "text"):
+            vectors = {t: _vector(v) for t, v in scores.get(part, {}).items()}
+            if not vectors:
+                continue
+            draws = stats.resample_means({t: v[None] for t, v in vectors.items()}, replicates, seed)
+            with stats._quiet():
+                ev[part][label] = {t: {"score": float(np.nanmean(v)), "n": int(np.isfinite(v).sum()),
+                                       "interval": stats.percentile_interval(draws[t][:, 0])}
+                                   for t, v in vectors.items()}
+            if part == "multimodal":
+                ev[part][label]["mean"] = {
+                    "score": float(np.mean([d["score"] for d in ev[part][label].values()])),
+                    "n": sum(d["n"] for d in ev[part][label].values()),
+                    "interval": stats.percentile_interval(np.mean([draws[t][:, 0] for t in vectors], axis=0))}
+    for a, b in comparison_pairs(order):
+        ra, rb = results[a], results[b]
+        for kind in ra.get("item_scores", {}).get("text", {}):
+            if kind not in rb.get("item_scores", {}).get("text", {}):
+                continue
+            if ra["text_items"][kind] != rb["text_items"][kind]:
+                raise RetainError(f"{a} and {b} answered different {kind} questions: a paired test needs the same "
+                                  "items (measure both under the same settings).")
+            va, vb = _vector(ra["item_scores"]["text"][kind]), _vector(rb["item_scores"]["text"][kind])
+            draws = stats.resample_means({kind: np.stack([va, vb])}, replicates, seed)[kind]
+            ev["paired"].append({"set": kind, "a": a, "b": b, "accuracy_a": float(va.mean()),
+                                 "accuracy_b": float(vb.mean()), "difference": float(va.mean() - vb.mean()),
+                                 "interval": stats.percentile_interval(draws[:, 0] - draws[:, 1]),
+                                 **stats.mcnemar(va.astype(bool), vb.astype(bool))})
+    return ev
+
+
+def evidence_tables(ev: dict) -> tuple[tuple[list, list], tuple[list, list]]:
+    """((header, rows) of the scores with intervals, (header, rows) of the paired comparisons), as text."""
+    def pct(score, interval):
+        return "-" if score is None else f"{100 * score:.1f}" + (
+            f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+
+    labels = list(dict.fromkeys([*ev["multimodal"], *ev["text"]]))
+    mm = list(dict.fromkeys(t for d in ev["multimodal"].values() for t in d if t != "mean"))
+    text = list(dict.fromkeys(t for d in ev["text"].values() for t in d))
+    header = ["model", *mm, "multimodal mean" if mm else None, *[f"text: {t} (n)" for t in text]]
+    header = [h for h in header if h]
+    rows = []
+    for label in labels:
+        m, t = ev["multimodal"].get(label, {}), ev["text"].get(label, {})
+        cells = [pct(m[k]["score"], m[k]["interval"]) if k in m else "-" for k in mm]
+        cells += [pct(m["mean"]["score"], m["mean"]["interval"]) if "mean" in m else "-"] if mm else []
+        cells += [f"{pct(t[k]['score'], t[k]['interval'])} ({t[k]['n']})" if k in t else "-" for k in text]
+        rows.append([label, *cells])
+    pheader = ["set", "model", "against", "n", "accuracy", "accuracy (against)", "difference (points)", "b", "c",
+               "McNemar p", "needed gap"]
+    prows = [[p["set"], p["a"], p["b"], p["n"], f"{100 * p['accuracy_a']:.1f}", f"{100 * p['accuracy_b']:.1f}",
+              pct(p["difference"], p["interval"]), p["a_only"], p["b_only"], f"{p['p']:.3g}",
+              "-" if p["significant_gap"] is None else p["significant_gap"]] for p in ev["paired"]]
+    return (header, rows), (pheader, prows)
+
+
 # ---- the report -------------------------------------------------------------------------------
 def write_study_report(out: Path) -> Path:
     from retain.report import page as P
@@ -346,6 +466,12 @@ def write_study_report(out: Path) -> Path:
     study = read_json(out / "study.json")
     header, rows = study["table"]["header"], study["table"]["rows"]
     sections = [("metrics", "Text-only and multimodal scores", P.table(header, rows) + f"<p class='note'>{P.esc(TABLE_NOTE)}</p>")]
+    if study.get("evidence"):
+        (ih, ir), (ph, pr) = evidence_tables(study["evidence"])
+        sections.append(("evidence", "Intervals and paired tests",
+                         P.table(ih, ir) + f"<p class='note'>{P.esc(INTERVALS_NOTE)}</p>"
+                         + "<h3>Text-only answers, pair by pair, on the same questions</h3>" + P.table(ph, pr)
+                         + f"<p class='note'>{P.esc(PAIRED_NOTE)}</p>"))
     kinds = [(label, r["text_by_kind"].get("offline", {})) for label, r in _ordered(study)]
     names = sorted({k for _, d in kinds for k in d})
     figs = {"attention_shift": _attention_figure(study), "scores": _scores_figure(study),

@@ -11,6 +11,7 @@ models by name through `retain.registry`, the one module that calls the zoo.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import time
@@ -57,7 +58,9 @@ MINI_LLAVA_RECIPE: dict = {
 # The same start, data and steps built the WINGS way: learners beside attention instead of
 # LoRA; stage 1 trains the visual learners and the projector, stage 2 also the textual
 # learners, the routers and the LLM (at lm_lr_scale times the stage's rate).
-MINI_LLAVA_WINGS_RECIPE: dict = {**MINI_LLAVA_RECIPE, "learners": "wings", "wings": {"rank": 16, "lm_lr_scale": 0.1}}
+# (a deep copy: a stage budget changed for one build never changes the other's)
+MINI_LLAVA_WINGS_RECIPE: dict = {**copy.deepcopy(MINI_LLAVA_RECIPE), "learners": "wings",
+                                  "wings": {"rank": 16, "lm_lr_scale": 0.1}}
 
 RECIPES = {"mini-clip": MINI_CLIP_RECIPE, "mini-llava": MINI_LLAVA_RECIPE, "mini-llava-wings": MINI_LLAVA_WINGS_RECIPE}
 
