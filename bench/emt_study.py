@@ -1,6 +1,7 @@
-"""EMT's fine-tuning study on mini-LLaVA (configs/emt-study.yaml): run it (a finished run in
-runs/emt-study is reused, one stopped part-way is resumed) and keep its evaluation curves
-with 95% intervals, counts of failure types and wall time in bench/results/emt_study.json;
+"""EMT's fine-tuning study on mini-LLaVA (configs/emt-study.yaml), one method at a time: each
+finished method's evaluation curve with 95% intervals, counts of failure types and wall
+time go into bench/results/emt_study.json at once, and a method found there is not run
+again (a run stopped part-way resumes from runs/emt-study where that survived);
 bench/run_all.py --summary writes docs/emt.md.
 
 Intervals: each point's accuracy on each dataset by bootstrap over its test images; the
@@ -8,7 +9,8 @@ paper's claim (early fine-tuning helps the other datasets, later hurts) is read 
 mean over the held-out datasets (every dataset but the fine-tuned one) minus its zero-shot
 value, with a paired interval: both points scored on the same images, drawn together.
 
-    .venv/bin/python bench/emt_study.py
+    .venv/bin/python bench/emt_study.py            # every method of the preset
+    .venv/bin/python bench/emt_study.py adapter    # one
 """
 
 from __future__ import annotations
@@ -29,25 +31,30 @@ def main() -> None:
     from retain.config import load_config
 
     cfg = load_config(ROOT / "configs" / "emt-study.yaml")
-    start = time.time()
-    resume = ["--resume"] if any((ROOT / "runs" / cfg.name / m / "state.json").exists() for m in cfg.methods) else []
-    subprocess.run([sys.executable, "-m", "retain", "--quiet", "run", "configs/emt-study.yaml", *resume], cwd=ROOT,
-                   check=True)
-    res = {"command": "retain run configs/emt-study.yaml", "train": vars(cfg.train), "eval_limit": cfg.eval.limit,
-           "every_steps": cfg.eval.every_steps, "emt_mode": cfg.eval.emt_mode, "sequence": cfg.sequence,
-           "methods": {}}
-    for m in cfg.methods:
+    setting = {"command": "retain run configs/emt-study.yaml", "train": vars(cfg.train), "eval_limit": cfg.eval.limit,
+               "every_steps": cfg.eval.every_steps, "emt_mode": cfg.eval.emt_mode, "sequence": cfg.sequence}
+    res = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if any(res.get(k) != v for k, v in setting.items()):  # another setting: start the record afresh
+        res = {**setting, "methods": {}}
+    wanted = sys.argv[1:] or cfg.methods
+    for m in [m for m in cfg.methods if m in wanted]:  # one at a time, kept here once finished (runs/ is not committed)
+        if m in res["methods"]:
+            print(f"{m}: finished before")
+            continue
         run = ROOT / "runs" / cfg.name / m
+        start = time.time()
+        resume = ["--resume"] if (run / "state.json").exists() else []
+        subprocess.run([sys.executable, "-m", "retain", "--quiet", "run", "configs/emt-study.yaml", f"methods=[{m}]",
+                        *resume], cwd=ROOT, check=True)
         r = json.loads((run / "results.json").read_text())
         state = json.loads((run / "state.json").read_text())
         curve = r["evaluation"]["curve"]
-        res["methods"][m] = {"curve": curve, "task_seconds": state["seconds"],
+        res["methods"][m] = {"curve": curve, "task_seconds": state["seconds"], "wall_s_this_call": time.time() - start,
                              "evidence": curve_evidence(run, curve, cfg.sequence[0])}
         res["encoder_zero_shot"] = r["evaluation"]["encoder_zero_shot"]
         res["encoder"] = r["evaluation"]["encoder"]
-    res["wall_s_this_call"] = time.time() - start
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2) + "\n")
+        OUT.parent.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({m: [p["accuracy"] for p in v["curve"]] for m, v in res["methods"].items()}, indent=1))
 
 

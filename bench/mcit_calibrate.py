@@ -9,9 +9,10 @@ and scores the task's preset test items before and after. The rule: the cheapest
 50% and at least 30 points above zero-shot; configs/mcit-offline.yaml carries it, and
 bench/mcit_offline.py checks the same bar inside the sequence, for every seed.
 
-Each (candidate, task) runs into runs/mcit-calibrate/<candidate>/<task>/lora_ft/ and is
-skipped once finished (one stopped part-way continues with --resume); results:
-bench/results/mcit_calibration.json, rewritten after every run.
+Each (candidate, task) runs into runs/mcit-calibrate/<candidate>/<task>/lora_ft/; its two
+scores and time go into bench/results/mcit_calibration.json (committed; runs/ is not),
+rewritten after every run, and a (candidate, task) found there is skipped (one stopped
+part-way continues with --resume where runs/ survived).
 
     .venv/bin/python bench/mcit_calibrate.py                       # every candidate
     .venv/bin/python bench/mcit_calibrate.py lr0.002-steps80-batch8 # one
@@ -50,7 +51,7 @@ def main() -> None:
         for task in sequence:
             key = f"{label(lr, steps, batch)}/{task}"
             run = ROOT / "runs" / NAME / key / "lora_ft"
-            if (run / "results.json").exists() and key in res["runs"]:
+            if key in res["runs"]:
                 print(f"{key}: finished before")
                 continue
             resume = ["--resume"] if (run / "state.json").exists() else []
@@ -63,7 +64,9 @@ def main() -> None:
                 print(f"{key} failed:\n{proc.stderr[-3000:]}")
                 continue
             res = json.loads(OUT.read_text()) if OUT.exists() else res  # another process may have added runs
-            res["runs"][key] = {"lr": lr, "steps": steps, "batch_size": batch, "task": task, **cost}
+            A = json.loads((run / "results.json").read_text())["accuracy_matrix"]  # kept here: runs/ is not committed
+            res["runs"][key] = {"lr": lr, "steps": steps, "batch_size": batch, "task": task, **cost,
+                                "after_training": A[1][0], "zero_shot": A[0][0]}
             summarise(res, sequence)
             print(key, json.dumps(res["summary"]["candidates"].get(label(lr, steps, batch))))
     summarise(res, sequence)
@@ -73,17 +76,20 @@ def main() -> None:
 def summarise(res: dict, sequence: list[str]) -> None:
     cands: dict[str, dict] = {}
     for key, r in res["runs"].items():
-        path = ROOT / "runs" / NAME / key / "lora_ft" / "results.json"
-        if not path.exists():
-            continue
-        A = json.loads(path.read_text())["accuracy_matrix"]
+        if "after_training" not in r:  # recorded before the scores were kept in this file
+            path = ROOT / "runs" / NAME / key / "lora_ft" / "results.json"
+            if not path.exists():
+                continue
+            A = json.loads(path.read_text())["accuracy_matrix"]
+            r.update(after_training=A[1][0], zero_shot=A[0][0])
+        after, zero = r["after_training"], r["zero_shot"]
         c = cands.setdefault(key.split("/")[0], {"lr": r["lr"], "steps": r["steps"], "batch_size": r["batch_size"],
                                                  "items_per_task": r["steps"] * r["batch_size"], "wall_s": 0.0,
                                                  "tasks": {}})
         c["wall_s"] += r["wall_s"]
-        c["tasks"][r["task"]] = {"after_training": A[1][0], "zero_shot": A[0][0],
-                                 "meets_bar": A[1][0] is not None and A[0][0] is not None and A[1][0] >= LEARNED
-                                 and A[1][0] - A[0][0] >= MARGIN}
+        c["tasks"][r["task"]] = {"after_training": after, "zero_shot": zero,
+                                 "meets_bar": after is not None and zero is not None and after >= LEARNED
+                                 and after - zero >= MARGIN}
     for c in cands.values():
         c["complete"] = set(c["tasks"]) == set(sequence)
         c["meets_bar"] = c["complete"] and all(t["meets_bar"] for t in c["tasks"].values())

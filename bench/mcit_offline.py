@@ -3,11 +3,14 @@ table with 95% intervals, paired differences against LoRA-FT, the learnability b
 ranking of methods by MAA per seed and its stability, and each run's wall time and peak memory.
 
 Each (method, seed) runs in its own process (`retain run configs/mcit-offline.yaml
-methods=[m] seeds=[s]`) into runs/mcit-offline/<method>/seed-<s>/. The benchmark is
-resumable at two levels: a finished run is skipped (its time kept from the first
-measurement), and a run stopped part-way (the session ended, the machine was killed)
-continues from its last finished task with `--resume`. bench/results/mcit_offline.json is
-rewritten after every run, so a benchmark stopped part-way keeps everything it finished.
+methods=[m] seeds=[s]`) into runs/mcit-offline/<method>/seed-<s>/; once finished, its
+results.json, config.yaml and per-item records are kept under
+bench/results/mcit_offline_runs/<method>/seed-<s>/ (committed: runs/ is not), and the
+tables are built from there. The benchmark is resumable at two levels: a kept run is
+skipped (its time kept from the first measurement), and a run stopped part-way (the
+session ended, the machine was killed) continues from its last finished task with
+`--resume` where runs/ survived. bench/results/mcit_offline.json is rewritten after every
+run, so a benchmark stopped part-way keeps everything it finished.
 
     .venv/bin/python bench/mcit_offline.py                    # every method x seed of the preset
     .venv/bin/python bench/mcit_offline.py lora_ft olora      # some methods, every seed
@@ -32,6 +35,7 @@ from timed import timed_retain
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "mcit_offline.json"
+KEPT = ROOT / "bench" / "results" / "mcit_offline_runs"
 CONFIG_NAME = "configs/mcit-offline.yaml"
 CONFIG = ROOT / CONFIG_NAME
 BASELINE = "lora_ft"
@@ -56,7 +60,7 @@ def main() -> None:
     start = time.time()
     for seed, m in ([] if args.table else itertools.product(seeds, methods)):
         key, run = f"{m}/seed-{seed}", ROOT / "runs" / cfg.name / m / f"seed-{seed}"
-        if (run / "results.json").exists() and key in res["runs"]:
+        if (KEPT / key / "results.json").exists() and key in res["runs"]:
             print(f"{key}: finished before ({res['runs'][key]['wall_s']:.0f} s)")
             continue
         if args.budget and time.time() - start > args.budget:
@@ -70,15 +74,29 @@ def main() -> None:
             continue
         # a resumed run's time is that of the part run here (the stopped part was not measured)
         res["runs"][key] = {**cost, **({"resumed": True} if resume else {})}
+        keep(run, KEPT / key)
         print(key, json.dumps(res["runs"][key]))
         write(res, cfg)
     write(res, cfg)
     print(res.get("table", ""))
 
 
+def keep(run: Path, to: Path) -> None:
+    """Copy a finished run's results, config and per-item records to `to` (replacing an older copy)."""
+    import shutil
+
+    tmp = to.with_name(to.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("results.json", "config.yaml"):
+        shutil.copy2(run / name, tmp / name)
+    shutil.copytree(run / "records", tmp / "records")
+    shutil.rmtree(to, ignore_errors=True)
+    tmp.rename(to)
+
+
 def finished_runs(cfg) -> list[Path]:
-    base = ROOT / "runs" / cfg.name
-    return sorted(p.parent for p in base.glob("*/seed-*/results.json"))
+    return sorted(p.parent for p in KEPT.glob("*/seed-*/results.json"))
 
 
 def write(res: dict, cfg) -> None:

@@ -258,6 +258,10 @@ def emt_page() -> str | None:
     evidence = all("evidence" in v for v in r["methods"].values())
     if evidence:
         lines += ["Each score with its 95% interval (bootstrap over the test images).", ""]
+    else:
+        lines += ["**These curves are from the study's earlier setting: one point per epoch, no intervals, and "
+                  "the answer matcher before the one described at the end of this page. `bench/emt_study.py` reruns "
+                  "the study at the current setting (configs/emt-study.yaml), one method at a time.**", ""]
     lines += ["| method | evaluated | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets),
               f"| vision encoder ({r['encoder']}) | zero-shot | "
               + " | ".join(f"{100 * r['encoder_zero_shot'][d]:.1f}" for d in datasets) + " |"]
@@ -420,7 +424,8 @@ def calibration_lines() -> list[str]:
              f"under which every task reaches {100 * sm['bar']['learned']:.0f}% and "
              f"{100 * sm['bar']['margin']:.0f} points above zero-shot. MCITlib's setting (LLaVA-1.5-7B, lr 2e-4, "
              "one epoch over each task's full training set) does not carry over to a 135M LLM trained for minutes.",
-             "", "| candidate | items per task | " + " | ".join(seq) + " | all met | seconds |",
+             "", "Seconds: wall time of the runs, on 2 cores that other jobs shared.", "",
+             "| candidate | items per task | " + " | ".join(seq) + " | all met | seconds |",
              "|---|---|" + "---|" * len(seq) + "---|---|"]
     for name, c in sm["candidates"].items():
         cells = [f"{100 * c['tasks'][t]['zero_shot']:.1f} -> {100 * c['tasks'][t]['after_training']:.1f}"

@@ -120,6 +120,10 @@ def test_resume_into_different_config_is_refused(tmp_path, tiny_clip_dir):
     assert proc.returncode == 2
     assert "different config" in proc.stderr and "train.lr" in proc.stderr
     assert (tmp_path / "runs" / "tiny" / "finetune" / "results.json").read_text() == before
+    # which other methods run beside it is not part of a run: found finished, not refused
+    retain("run", cfg, "methods=[finetune,zeroshot]", "method_args.ldifs.alpha=10", "--resume")
+    assert (tmp_path / "runs" / "tiny" / "finetune" / "results.json").read_text() == before
+    assert (tmp_path / "runs" / "tiny" / "zeroshot" / "results.json").exists()
 
 
 def test_nan_loss_stops_with_message_and_keeps_other_results(tmp_path, tiny_clip_dir):
@@ -148,6 +152,9 @@ def test_nan_loss_stops_with_message_and_keeps_other_results(tmp_path, tiny_clip
     (["output_dir=/proc/retain-runs"], "The output directory /proc/retain-runs/tiny cannot be written"),
     (["name=never-ran", "--resume"], "--resume: there is no run to resume in"),
     (["eval.every_steps=5"], "eval.every_steps evaluates inside a task in MLLM runs only"),
+    # options for a method not run this time are kept but still checked
+    (["method_args.ldifz.alpha=1"], "Unknown method 'ldifz'. Did you mean 'ldifs'"),
+    (["method_args.ldifs.alpha=-1"], "'method_args.ldifs.alpha' must be"),
 ])
 def test_bad_config_is_one_clear_message(tmp_path, tiny_clip_dir, override, message):
     cfg = tiny_config(tmp_path, tiny_clip_dir)

@@ -107,11 +107,12 @@ def cmd_run(args) -> int:
     variants = expand_methods(cfg)
     for v in variants:  # a bad method name or option (of every sweep value) fails before any model loads
         create_method(v.method, v.args)
-    unknown = set(cfg.method_args) - set(cfg.methods)
-    if unknown:
-        raise RetainError(f"method_args names {sorted(unknown)}, which are not in methods {cfg.methods}.")
+    # a preset's options for methods not run this time are kept, and checked all the same (a typo is one)
     import dataclasses
 
+    idle = sorted(set(cfg.method_args) - set(cfg.methods))
+    for v in expand_methods(dataclasses.replace(cfg, methods=idle)):
+        create_method(v.method, v.args)
     from retain.io import check_writable
     from retain.rundir import run_path
 

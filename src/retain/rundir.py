@@ -44,6 +44,18 @@ def run_path(cfg, method_name: str, label: str | None = None) -> Path:
     return path / f"seed-{cfg.seed}" if cfg.seeds else path
 
 
+BESIDE = ("report_to", "methods", "seeds")  # config keys a run's identity does not include
+
+
+def _own(resolved: dict) -> dict:
+    """The part of a resolved config that makes the run what it is: without BESIDE, and with
+    the options of its own method only (a preset's options for other methods do not count)."""
+    out = {k: v for k, v in resolved.items() if k not in BESIDE}
+    if isinstance(out.get("method_args"), dict) and "method" in out:
+        out["method_args"] = {k: v for k, v in out["method_args"].items() if k == out["method"]}
+    return out
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -60,9 +72,9 @@ class RunDir:
         stored.pop("versions", None)
         from retain.config import RunConfig, to_dict
 
-        # where metrics are also sent does not change the experiment: a resume may add or drop trackers
-        same = {k: v for k, v in resolved.items() if k != "report_to"}
-        diff = _differences({k: v for k, v in stored.items() if k != "report_to"}, same, defaults=to_dict(RunConfig()))
+        # where metrics are also sent, and which other methods and seeds ran beside this one, do
+        # not change this run's experiment (its method and seed are part of its path)
+        diff = _differences(_own(stored), _own(resolved), defaults=to_dict(RunConfig()))
         if diff:
             raise RetainError(
                 f"The run directory {self.path} holds a run with a different config "
