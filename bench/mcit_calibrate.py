@@ -25,6 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from mcit_offline import LEARNED, MARGIN
 from timed import timed_retain
 
@@ -64,32 +66,40 @@ def main() -> None:
                 print(f"{key} failed:\n{proc.stderr[-3000:]}")
                 continue
             res = json.loads(OUT.read_text()) if OUT.exists() else res  # another process may have added runs
-            A = json.loads((run / "results.json").read_text())["accuracy_matrix"]  # kept here: runs/ is not committed
             res["runs"][key] = {"lr": lr, "steps": steps, "batch_size": batch, "task": task, **cost,
-                                "after_training": A[1][0], "zero_shot": A[0][0]}
+                                **scores(run / "results.json")}  # kept here: runs/ is not committed
             summarise(res, sequence)
             print(key, json.dumps(res["summary"]["candidates"].get(label(lr, steps, batch))))
     summarise(res, sequence)
     print(json.dumps(res.get("summary"), indent=2))
 
 
+def scores(results_json: Path) -> dict:
+    """A one-task run's score before and after training, each with its 95% interval
+    (bootstrap over the test items), and whether the bar holds."""
+    from retain.metrics import learned_tasks
+
+    res = json.loads(results_json.read_text())
+    A, iv = res["accuracy_matrix"], res["intervals"]["accuracy_matrix"]
+    return {"after_training": A[1][0], "zero_shot": A[0][0], "after_training_interval": iv[1][0],
+            "zero_shot_interval": iv[0][0],
+            "meets_bar": bool(learned_tasks(np.asarray(A, dtype=float), LEARNED, MARGIN)[0])}
+
+
 def summarise(res: dict, sequence: list[str]) -> None:
     cands: dict[str, dict] = {}
     for key, r in res["runs"].items():
-        if "after_training" not in r:  # recorded before the scores were kept in this file
+        if "after_training_interval" not in r:  # recorded before the intervals were kept in this file
             path = ROOT / "runs" / NAME / key / "lora_ft" / "results.json"
             if not path.exists():
                 continue
-            A = json.loads(path.read_text())["accuracy_matrix"]
-            r.update(after_training=A[1][0], zero_shot=A[0][0])
-        after, zero = r["after_training"], r["zero_shot"]
+            r.update(scores(path))
         c = cands.setdefault(key.split("/")[0], {"lr": r["lr"], "steps": r["steps"], "batch_size": r["batch_size"],
                                                  "items_per_task": r["steps"] * r["batch_size"], "wall_s": 0.0,
                                                  "tasks": {}})
         c["wall_s"] += r["wall_s"]
-        c["tasks"][r["task"]] = {"after_training": after, "zero_shot": zero,
-                                 "meets_bar": after is not None and zero is not None and after >= LEARNED
-                                 and after - zero >= MARGIN}
+        c["tasks"][r["task"]] = {k: r[k] for k in ("after_training", "zero_shot", "after_training_interval",
+                                                   "zero_shot_interval", "meets_bar")}
     for c in cands.values():
         c["complete"] = set(c["tasks"]) == set(sequence)
         c["meets_bar"] = c["complete"] and all(t["meets_bar"] for t in c["tasks"].values())

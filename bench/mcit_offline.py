@@ -118,6 +118,7 @@ def write(res: dict, cfg) -> None:
         res["paired"] = {"table": format_table(ph, prow), "how": how,
                          "rows": {row[0]: {h: _cell(c) for h, c in zip(ph[1:], row[1:])} for row in prow}}
     res["matrices"] = {f"{r['method']}/seed-{r['seed']}": r["accuracy_matrix"] for r in results}
+    res["matrix_intervals"] = {f"{r['method']}/seed-{r['seed']}": r["intervals"]["accuracy_matrix"] for r in results}
     res["learnability"] = learnability(results, cfg.sequence)
     res["ranking"] = ranking(results)
     OUT.parent.mkdir(exist_ok=True)
@@ -140,11 +141,11 @@ def learnability(results: list[dict], sequence: list[str]) -> dict:
     for r in results:
         if r["method"] != BASELINE:
             continue
-        A = np.asarray(r["accuracy_matrix"], dtype=float)  # None (unscored) -> NaN
-        met = learned_tasks(A, LEARNED, MARGIN)
-        out[f"seed-{r['seed']}"] = {name: {"after_training": r["accuracy_matrix"][t + 1][t],
-                                           "zero_shot": r["accuracy_matrix"][0][t], "meets_bar": bool(met[t])}
-                                    for t, name in enumerate(sequence)}
+        A, iv = r["accuracy_matrix"], r["intervals"]["accuracy_matrix"]
+        met = learned_tasks(np.asarray(A, dtype=float), LEARNED, MARGIN)  # None (unscored) -> NaN
+        out[f"seed-{r['seed']}"] = {name: {"after_training": A[t + 1][t], "zero_shot": A[0][t],
+                                           "after_training_interval": iv[t + 1][t], "zero_shot_interval": iv[0][t],
+                                           "meets_bar": bool(met[t])} for t, name in enumerate(sequence)}
     return {"bar": {"learned": LEARNED, "margin": MARGIN}, "seeds": out,
             "all_met": bool(out) and all(v["meets_bar"] for s in out.values() for v in s.values())}
 

@@ -374,15 +374,24 @@ def mcit_page() -> str | None:
     lines += learnability_lines(r["learnability"], seq)
     lines += ranking_lines(r["ranking"])
     lines += calibration_lines()
-    lines += ["## Mean accuracy matrices (row 0: before training; row t: after task t; mean over finished seeds)", ""]
+    lines += ["## Accuracy matrices (row 0: before training; row t: after task t)", "",
+              "Mean over the finished seeds with its 95% t-interval over seeds; a method with one finished seed: "
+              "that run's scores with their 95% interval by bootstrap over the test items.", ""]
+    from retain import stats
+
     for m in methods:
-        mats = [r["matrices"][k] for k in done if k.split("/")[0] == m]
-        lines += [f"### {m} ({len(mats)} seed{'s' if len(mats) > 1 else ''})", "",
+        keys = [k for k in done if k.split("/")[0] == m]
+        lines += [f"### {m} ({len(keys)} seed{'s' if len(keys) > 1 else ''})", "",
                   "| after | " + " | ".join(seq) + " |", "|---|" + "---|" * len(seq)]
         for t in range(len(seq) + 1):
             label = "zero-shot" if t == 0 else seq[t - 1]
-            cells = [[A[t][j] for A in mats if A[t][j] is not None] for j in range(len(seq))]
-            lines.append(f"| {label} | " + " | ".join(f"{100 * sum(c) / len(c):.1f}" if c else "-" for c in cells) + " |")
+            if len(keys) == 1:
+                A, iv = r["matrices"][keys[0]], r["matrix_intervals"][keys[0]]
+                cells = [interval(A[t][j], *(iv[t][j] or (None, None))) for j in range(len(seq))]
+            else:
+                cells = [interval(*stats.seed_interval([r["matrices"][k][t][j] for k in keys]))
+                         for j in range(len(seq))]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += mcit_findings(r)
     return "\n".join(lines) + "\n"
@@ -393,13 +402,19 @@ def learnability_lines(lr: dict, seq: list[str]) -> list[str]:
     lines = ["## Are the tasks learned? (LoRA-FT right after training each task)", "",
              f"The bar: at least {100 * bar['learned']:.0f}% and at least {100 * bar['margin']:.0f} points above the "
              "task's zero-shot score, on every task, for every seed.", "",
+             "Each score with its 95% interval (bootstrap over the test items).", "",
              "| seed | " + " | ".join(f"{t} (zero-shot -> trained)" for t in seq) + " |", "|---|" + "---|" * len(seq)]
     for seed, tasks in lr["seeds"].items():
         lines.append(f"| {seed} | " + " | ".join(
-            f"{100 * v['zero_shot']:.1f} -> {100 * v['after_training']:.1f} {'(met)' if v['meets_bar'] else '(NOT met)'}"
-            if v["after_training"] is not None else "-" for v in tasks.values()) + " |")
+            f"{before_after(v)} {'(met)' if v['meets_bar'] else '(NOT met)'}" for v in tasks.values()) + " |")
     lines += ["", f"Bar met on every task and seed: {'yes' if lr['all_met'] else 'no'}.", ""]
     return lines
+
+
+def before_after(v: dict) -> str:
+    """A task's zero-shot score -> its score right after training, each with its interval."""
+    return (f"{interval(v['zero_shot'], *(v.get('zero_shot_interval') or (None, None)))} -> "
+            f"{interval(v['after_training'], *(v.get('after_training_interval') or (None, None)))}")
 
 
 def ranking_lines(rk: dict) -> list[str]:
@@ -424,12 +439,12 @@ def calibration_lines() -> list[str]:
              f"under which every task reaches {100 * sm['bar']['learned']:.0f}% and "
              f"{100 * sm['bar']['margin']:.0f} points above zero-shot. MCITlib's setting (LLaVA-1.5-7B, lr 2e-4, "
              "one epoch over each task's full training set) does not carry over to a 135M LLM trained for minutes.",
-             "", "Seconds: wall time of the runs, on 2 cores that other jobs shared.", "",
+             "", "Scores with their 95% interval (bootstrap over the test items). Seconds: wall time of the runs, on "
+             "2 cores that other jobs shared.", "",
              "| candidate | items per task | " + " | ".join(seq) + " | all met | seconds |",
              "|---|---|" + "---|" * len(seq) + "---|---|"]
     for name, c in sm["candidates"].items():
-        cells = [f"{100 * c['tasks'][t]['zero_shot']:.1f} -> {100 * c['tasks'][t]['after_training']:.1f}"
-                 if t in c["tasks"] else "not run" for t in seq]
+        cells = [before_after(c["tasks"][t]) if t in c["tasks"] else "not run" for t in seq]
         lines.append(f"| {name} | {c['items_per_task']} | " + " | ".join(cells)
                      + f" | {'yes' if c['meets_bar'] else 'no'} | {c['wall_s']:.0f} |")
     lines += ["", f"Chosen: {sm['chosen'] or 'none yet meets the bar'}.", ""]

@@ -107,13 +107,8 @@ class EvalConfig:
         """`synonyms` as a mapping of class name to synonyms, read from the YAML file when it names one."""
         table, where = self.synonyms, "Config key 'eval.synonyms'"
         if isinstance(table, str):
-            path, where = Path(table), f"The synonyms file {table}"
-            if not path.is_file():
-                raise RetainError(f"{where} (eval.synonyms) does not exist.")
-            try:
-                table = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise RetainError(f"{where} is not valid YAML: {e}") from e
+            where = f"The synonyms file {table} (eval.synonyms)"
+            table = read_yaml(Path(table), where)
         if not isinstance(table, dict):
             raise RetainError(f"{where} must map each class to its synonyms, got {table!r}.")
         out = {}
@@ -231,17 +226,22 @@ def _coerce(value: Any, typ, key: str):
     return value
 
 
+def read_yaml(path: Path, what: str):
+    """The YAML document in file `path` ({} when empty); `what` names the file in the messages."""
+    if not path.is_file():
+        raise RetainError(f"{what} does not exist.")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RetainError(f"{what} is not valid YAML: {e}") from e
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), cls=RunConfig):
     """Defaults, then the YAML file at `path`, then `key=value` overrides (dotted keys), as `cls`."""
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise RetainError(f"Config file {path} does not exist.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RetainError(f"Config file {path} is not valid YAML: {e}") from e
+        data = read_yaml(path, f"Config file {path}")
         if not isinstance(data, dict):
             raise RetainError(f"Config file {path} must hold a mapping of keys to values.")
     for item in overrides:
