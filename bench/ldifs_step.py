@@ -3,7 +3,10 @@
 Both steps run retain's own training step (forward, method loss, backward, AdamW) on a
 model with mini-CLIP's architecture, batch 128 of Animal-MNIST. LDIFS is timed with the
 frozen features cached (retain's default) and with the frozen tower run every step (the
-reference code's way). Results go to bench/results/ldifs_step.json.
+reference code's way). Each variant's share of the machine's float32 matmul peak (measured in
+this process before and after the timed steps, bench/peak.py) is its counted FLOPs per step
+(torch's FLOP counter over one step) over its median step time. Results go to
+bench/results/ldifs_step.json.
 
     .venv/bin/python bench/ldifs_step.py
 """
@@ -26,6 +29,8 @@ from retain.methods.base import TaskContext
 from retain.registry import load_dual_encoder
 from retain.models.classifier import ImageClassifier
 from retain.families.dual_encoder import step_loss
+
+from peak import count_flops, machine_peak
 
 OUT = Path(__file__).parent / "results"
 BATCH, WARMUP, REPEATS = 128, 3, 25
@@ -51,6 +56,7 @@ def main() -> None:
     split = task.split("train").subset(2048)
     results = {"batch": BATCH, "repeats": REPEATS, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "machine": platform.machine(), "python": sys.version.split()[0]}
+    peak = machine_peak()
     steps, setup = {}, {}
     for variant in ("finetune", "ldifs", "ldifs_nocache"):
         enc = load_dual_encoder("mini-clip")
@@ -71,9 +77,13 @@ def main() -> None:
             t = step()
             if i >= WARMUP:
                 times[v].append(t)
+    peak["float32"] = max(peak["float32"], machine_peak()["float32"])
+    results["peak"] = peak
     for v, ts in times.items():
+        flops = count_flops(steps[v])
         results[v] = {"median_step_s": statistics.median(ts), "min_step_s": min(ts), "max_step_s": max(ts),
-                      "before_task_s": setup[v]}
+                      "before_task_s": setup[v], "flops_per_step": flops,
+                      "share_of_peak": flops / statistics.median(ts) / peak["float32"]}
         print(f"{v}: median step {statistics.median(ts):.3f} s")
     ft = results["finetune"]["median_step_s"]
     # The cache is filled on an item's first step (the cost of running the frozen tower,

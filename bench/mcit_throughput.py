@@ -7,7 +7,11 @@ untimed ones. The plain arm builds its batches with the processor and masks the 
 tokens itself; retain's arm is `retain.engine.optimise` with `lora_ft`, as `retain run`
 uses it. Each arm runs in its own process (so peak memory is its own), alternating,
 REPEATS times. Tokens/s counts the non-padding tokens of every timed batch (image tokens
-included). Results: bench/results/mcit_throughput.json.
+included). Each arm also measures the machine's matmul peak in its own process
+(bench/peak.py) and counts the FLOPs of one training step (forward and backward on the first
+timed batch, torch's FLOP counter) after its timed steps: its share of peak is the counted
+FLOPs per token times the timed tokens per second, over the float32 peak. Results:
+bench/results/mcit_throughput.json.
 
     .venv/bin/python bench/mcit_throughput.py
 """
@@ -20,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak import count_flops, machine_peak
 
 OUT = Path(__file__).parent / "results"
 STEPS, WARMUP, BATCH, REPEATS, LR = 12, 2, 16, 2, 2e-4
@@ -53,10 +59,8 @@ def plain() -> dict:
     tok.padding_side = "right"
     images, questions, answers = items()
     model.train()
-    tokens, start = 0, None
-    for step in range(STEPS + WARMUP):
-        if step == WARMUP:
-            start = time.perf_counter()
+
+    def one(step: int):
         sl = slice(step * BATCH, (step + 1) * BATCH)
         prompts = [tok.apply_chat_template([{"role": "user", "content": f"<image>\n{q}"}], tokenize=False,
                                            add_generation_prompt=True) for q in questions[sl]]
@@ -70,12 +74,23 @@ def plain() -> dict:
             labels[k, :n] = -100
         loss = model(**enc, labels=labels).loss
         loss.backward()
+        return int(enc["attention_mask"].sum())
+
+    tokens, start = 0, None
+    for step in range(STEPS + WARMUP):
+        if step == WARMUP:
+            start = time.perf_counter()
+        n = one(step)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step >= WARMUP:
-            tokens += int(enc["attention_mask"].sum())
-    return {"seconds": time.perf_counter() - start, "tokens": tokens}
+            tokens += n
+    seconds = time.perf_counter() - start
+    counted = {}
+    flops = count_flops(lambda: counted.setdefault("tokens", one(WARMUP)))
+    opt.zero_grad(set_to_none=True)
+    return {"seconds": seconds, "tokens": tokens, "flops_per_token": flops / counted["tokens"]}
 
 
 def retain_arm() -> dict:
@@ -123,11 +138,20 @@ def retain_arm() -> dict:
     mllm.training_batch = counting
     optimise(accelerator, wrapped, method, ctx, cfg, RunDir("/tmp/retain-bench-unused"), _collate(split, task.name),
              timed)
-    return {"seconds": time.perf_counter() - clock["start"], "tokens": clock["tokens"]}
+    seconds = time.perf_counter() - clock["start"]
+    mllm.training_batch = build
+    first = _collate(split, task.name)(range(WARMUP * BATCH, (WARMUP + 1) * BATCH))
+    n = int(build(first["images"], first["questions"], first["answers"])["attention_mask"].sum())
+    wrapped.train()
+    flops = count_flops(lambda: batch_loss(mllm, wrapped, method, first, ctx).backward())
+    return {"seconds": seconds, "tokens": clock["tokens"], "flops_per_token": flops / n}
 
 
 def child(arm: str) -> None:
+    peak = machine_peak()
     res = plain() if arm == "plain" else retain_arm()
+    res["peak_flops"] = max(peak["float32"], machine_peak()["float32"])  # before and after: the better
+    res["share_of_peak"] = res["flops_per_token"] * res["tokens"] / res["seconds"] / res["peak_flops"]
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(res))
 
@@ -148,7 +172,9 @@ def main() -> None:
     summary = {"steps": STEPS, "warmup_steps": WARMUP, "batch": BATCH, "repeats": REPEATS, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "runs": runs, "best_tokens_per_s": best,
                "peak_rss_mb": {arm: max(r["peak_rss_mb"] for r in rs) for arm, rs in runs.items()},
-               "retain_over_plain": best["retain"] / best["plain"]}
+               "retain_over_plain": best["retain"] / best["plain"],
+               "share_of_peak": {arm: max(r["share_of_peak"] for r in rs) for arm, rs in runs.items()},
+               "peak_gflops": max(r["peak_flops"] for rs in runs.values() for r in rs) / 1e9}
     OUT.mkdir(exist_ok=True)
     (OUT / "mcit_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"retain / plain tokens/s: {summary['retain_over_plain']:.3f}")

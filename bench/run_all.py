@@ -24,11 +24,14 @@ def summary() -> str:
             "## LDIFS step time over plain fine-tuning (`bench/ldifs_step.py`)", "",
             f"mini-CLIP architecture, batch {r['batch']} of Animal-MNIST, median of {r['repeats']} interleaved steps "
             f"(forward, loss, backward, AdamW), torch {r['torch']}, {r['threads']} threads.", "",
-            "| variant | median step (s) | ratio to fine-tuning |", "|---|---|---|",
-            f"| fine-tuning | {r['finetune']['median_step_s']:.3f} | 1.00 |",
-            f"| LDIFS, anchor features read from the cache (every epoch after the first) | {r['ldifs']['median_step_s']:.3f} | {r['ratio_ldifs_later_epochs']:.2f} |",
-            f"| LDIFS, frozen tower run on the batch (first epoch; the reference code's every step) | {r['ldifs_nocache']['median_step_s']:.3f} | {r['ratio_ldifs_first_epoch']:.2f} |",
+            "| variant | median step (s) | ratio to fine-tuning | share of peak |", "|---|---|---|---|",
+            f"| fine-tuning | {r['finetune']['median_step_s']:.3f} | 1.00 | {_share(r['finetune'].get('share_of_peak'))} |",
+            f"| LDIFS, anchor features read from the cache (every epoch after the first) | {r['ldifs']['median_step_s']:.3f} | {r['ratio_ldifs_later_epochs']:.2f} | {_share(r['ldifs'].get('share_of_peak'))} |",
+            f"| LDIFS, frozen tower run on the batch (first epoch; the reference code's every step) | {r['ldifs_nocache']['median_step_s']:.3f} | {r['ratio_ldifs_first_epoch']:.2f} | {_share(r['ldifs_nocache'].get('share_of_peak'))} |",
             "",
+            *([f"Share of peak: FLOPs of one step (torch's counter) over the median step time, over the float32 "
+               f"matmul peak measured in the same process: {r['peak']['float32'] / 1e9:.0f} GFLOP/s on "
+               f"{r['peak']['threads']} threads (bench/peak.py).", ""] if "peak" in r else []),
             "Whole-task ratio by epochs: " + ", ".join(
                 f"{e} epoch{'s' if e > 1 else ''} {r[f'ratio_ldifs_over_finetune_{e}_epochs']:.2f}x" for e in (1, 3, 10)) + ".",
             "",
@@ -89,14 +92,19 @@ def summary() -> str:
         lines += ["## LoRA-FT training throughput (`bench/mcit_throughput.py`)", "",
                   f"mini-LLaVA, LoRA r 16 + projector, batch {r['batch']} of vqa-shapes, {r['steps']} timed steps after "
                   f"{r['warmup_steps']}, best of {r['repeats']} alternating runs per arm, each in its own process.", "",
-                  "| arm | tokens/s | peak memory (MB) |", "|---|---|---|",
-                  f"| plain transformers + PEFT loop | {r['best_tokens_per_s']['plain']:.0f} | {r['peak_rss_mb']['plain']:.0f} |",
-                  f"| retain's trainer (`lora_ft`) | {r['best_tokens_per_s']['retain']:.0f} | {r['peak_rss_mb']['retain']:.0f} |",
+                  "| arm | tokens/s | peak memory (MB) | share of peak |", "|---|---|---|---|",
+                  *[f"| {label} | {r['best_tokens_per_s'][a]:.0f} | {r['peak_rss_mb'][a]:.0f} | "
+                    f"{_share(r.get('share_of_peak', {}).get(a))} |"
+                    for a, label in (("plain", "plain transformers + PEFT loop"),
+                                     ("retain", "retain's trainer (`lora_ft`)"))],
                   "", f"retain / plain: {r['retain_over_plain']:.3f} on the best runs, "
                   f"{_mean_tps(r, 'retain') / _mean_tps(r, 'plain'):.3f} on the means; each arm's runs span "
                   + ", ".join(f"{a} {min(x['tokens_per_s'] for x in r['runs'][a]):.1f}-"
                               f"{max(x['tokens_per_s'] for x in r['runs'][a]):.1f}" for a in ("plain", "retain"))
-                  + " tokens/s.", ""]
+                  + " tokens/s."
+                  + (f" Share of peak: counted FLOPs (torch's counter, one step) per second over the float32 matmul "
+                     f"peak measured in the same process ({r['peak_gflops']:.0f} GFLOP/s, bench/peak.py)."
+                     if "peak_gflops" in r else ""), ""]
     mo = RESULTS / "mcit_offline.json"
     if mo.exists():
         r = json.loads(mo.read_text())
@@ -150,7 +158,40 @@ def summary() -> str:
             lines += [f"- `{r['preset']['command']}`: {r['preset']['wall_s']:.0f} s, peak memory "
                       f"{r['preset']['peak_rss_mb']:.0f} MB; its table is in `docs/multimon.md`"]
         lines.append("")
+    lines += gpu_check_lines()
     return "\n".join(lines) + "\n"
+
+
+def _share(value) -> str:
+    """A share of the machine's peak as a percentage ("-" where the benchmark predates the column)."""
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def gpu_check_lines() -> list[str]:
+    """The GPU check's last run on a GPU (bench/results/gpu_check.json), or where it stands."""
+    lines = ["## GPU check (`bench/gpu_check.sh`)", ""]
+    gc = RESULTS / "gpu_check.json"
+    if not gc.exists():
+        return lines + ["Not yet run on a GPU: no session so far has been lent a GPU machine. CI runs its dry mode "
+                        "(`bench/gpu_check.sh --dry`: the CPU stands in for the device, tiny models and budgets). "
+                        "On a GPU machine: `bench/gpu_check.sh` writes bench/results/gpu_check.json, and this "
+                        "section shows it.", ""]
+    r = json.loads(gc.read_text())
+    v = r["versions"]
+    lines += [f"{'Dry run (CPU only)' if r['dry'] else v.get('device', 'GPU')}, torch {v['torch']}, transformers "
+              f"{v['transformers']}, models: {r['models']['kind']}; {'passed' if r['passed'] else 'FAILED'} in "
+              f"{r['seconds']:.0f} s. Each workload on the CPU in float32 (reference) and on the device in bf16; "
+              f"tolerances (points): {', '.join(f'{k} {t:g}' for k, t in r['tolerance_points'].items())}.", "",
+              "| workload | passed | reference wall (s) | device wall (s) | device peak memory (MB) | device throughput |",
+              "|---|---|---|---|---|---|"]
+    for name, w in r["workloads"].items():
+        ref, dev = w.get("reference", {}).get("cost", {}), w.get("device", {}).get("cost", {})
+        peak = dev.get("cuda_peak_mb") or dev.get("peak_rss_mb")
+        speed = ", ".join(f"{k.replace('_', ' ')} {dev[k]:g}" for k in dev if k.endswith("_per_s"))
+        lines.append(f"| {name} | {'yes' if w['passed'] else 'no: ' + '; '.join(w['failures'])} | "
+                     f"{ref.get('wall_s', float('nan')):.1f} | {dev.get('wall_s', float('nan')):.1f} | "
+                     f"{'-' if peak is None else f'{peak:.0f}'} | {speed or '-'} |")
+    return lines + [""]
 
 
 def multimon_page() -> str | None:

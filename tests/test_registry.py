@@ -77,21 +77,22 @@ def test_unknown_names_are_refused_with_the_known_ones(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_siglip_dir(tmp_path_factory):
+def tiny_siglip2_dir(tmp_path_factory):
     import torch
-    from transformers import SiglipConfig, SiglipModel
+    from transformers import Siglip2Config, Siglip2Model
 
     torch.manual_seed(0)
     small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    config = SiglipConfig(text_config={**small, "vocab_size": 64, "max_position_embeddings": 16},
-                          vision_config={**small, "image_size": 16, "patch_size": 8})
-    path = tmp_path_factory.mktemp("tiny-siglip")
-    SiglipModel(config).save_pretrained(path, safe_serialization=True)
+    config = Siglip2Config(text_config={**small, "vocab_size": 64, "max_position_embeddings": 16},
+                           vision_config={**small, "num_patches": 4, "patch_size": 8})
+    path = tmp_path_factory.mktemp("tiny-siglip2")
+    Siglip2Model(config).save_pretrained(path, safe_serialization=True)
     return path
 
 
-def test_siglip_is_a_dual_encoder_the_family_refuses_by_name(tiny_siglip_dir):
-    # CLIPModel would load these weights into fresh CLIP towers with a warning only.
-    assert registry.model_family(str(tiny_siglip_dir)) == "dual_encoder"
-    with pytest.raises(RetainError, match=r"is a 'siglip' model; the dual-encoder family loads clip checkpoints"):
-        registry.load_dual_encoder(str(tiny_siglip_dir))
+def test_siglip2_is_a_dual_encoder_the_family_refuses_by_name(tiny_siglip2_dir):
+    # CLIPModel would load these weights into fresh CLIP towers with a warning only (SigLIP itself
+    # loads: tests/models/test_siglip.py).
+    assert registry.model_family(str(tiny_siglip2_dir)) == "dual_encoder"
+    with pytest.raises(RetainError, match=r"is a 'siglip2' model; the dual-encoder family loads clip, siglip checkpoints"):
+        registry.load_dual_encoder(str(tiny_siglip2_dir))

@@ -26,6 +26,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="also send metrics to experiment trackers: tensorboard, wandb, mlflow (comma-separated)")
     p.add_argument("--out", default=None, metavar="DIR", help=OUT_HELP)
 
+    p = sub.add_parser("estimate", help="a run's memory per process and compute per step, from the config alone "
+                                        "(no weights are loaded or downloaded)")
+    p.add_argument("config", help="YAML preset, e.g. configs/mcit-ucit.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model=hf:llava-hf/llava-1.5-7b-hf")
+    p.add_argument("--accelerate-config", default=None, metavar="YAML",
+                   help="the accelerate config the run is launched with, e.g. configs/accelerate/fsdp.yaml")
+    p.add_argument("--num-processes", type=int, default=None, help="processes (default: the accelerate config's, else 1)")
+    p.add_argument("--text-tokens", type=int, default=512,
+                   help="text tokens per training item, added to an MLLM's image tokens (default 512)")
+    p.add_argument("--tflops", type=float, default=None,
+                   help="sustained TFLOP/s per process, to turn the compute into seconds per step")
+    p.add_argument("--json", action="store_true", help="print the estimates as JSON")
+
     p = sub.add_parser("study", help="run a study preset (configs/wings-study.yaml: LLaVA way vs WINGS way)")
     p.add_argument("config", help="YAML study preset with a `study:` key")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. limit=50")
@@ -145,6 +158,118 @@ def cmd_run(args) -> int:
     print(f"\nreports: {', '.join(str(r / 'report.html') for r in runs)}")
     print(f"comparison: {group / 'comparison.html'} (table in {group / 'comparison.md'})")
     return 0
+
+
+def cmd_estimate(args) -> int:
+    from retain import memory
+    from retain.config import load_config
+    from retain.methods import create_method, expand_methods, load_plugins
+
+    cfg = load_config(args.config, args.overrides)
+    load_plugins(cfg.plugins)
+    if args.text_tokens < 0 or (args.num_processes is not None and args.num_processes < 1):
+        raise RetainError("--text-tokens must be >= 0 and --num-processes >= 1.")
+    layout = memory.layout_from_file(args.accelerate_config, args.num_processes, cfg.train.mixed_precision)
+    config, kind = _model_config(cfg)
+    out = []
+    for v in expand_methods(cfg):
+        method = create_method(v.method, v.args, family=kind)
+        model, trained, stacks = _skeleton_run(cfg, config, kind, method, args.text_tokens)
+        est = memory.estimate(model, trained, stacks, cfg.train, layout)
+        out.append((v.label, est))
+    if args.json:
+        print(json.dumps({label: est.to_dict() for label, est in out}, indent=1, default=str))
+        return 0
+    print(f"{cfg.model} ({kind}), from its config; batch {cfg.train.batch_size}, "
+          f"{cfg.train.gradient_accumulation} micro-batch(es) per step")
+    for label, est in out:
+        print(f"\n[{label}]")
+        print("\n".join(est.lines(args.tflops)))
+    return 0
+
+
+def _model_config(cfg):
+    """The transformers config of the run's model (zoo, hub id or folder) and its family."""
+    from retain import memory
+    from retain.models.dual_encoder import RETAIN_CONFIG
+    from retain.registry import DUAL_ENCODER_TYPES, MODELS, zoo_folder
+
+    name = cfg.model
+    if name in MODELS:
+        folder = zoo_folder(name, build=False)
+        if not folder.is_dir():
+            raise RetainError(f"{name} is not built yet: `retain zoo build {name}` first (minutes, offline).")
+        name = str(folder)
+    if not name.startswith("hf:") and (Path(name) / RETAIN_CONFIG).exists():
+        return json.loads((Path(name) / RETAIN_CONFIG).read_text()), "dual_encoder"
+    config = memory.model_config(name[3:] if name.startswith("hf:") else name, cfg.trust_remote_code)
+    kind = cfg.family if cfg.family != "auto" else (
+        "dual_encoder" if config.model_type in DUAL_ENCODER_TYPES else "mllm")
+    return config, kind
+
+
+def _skeleton_run(cfg, config, kind: str, method, text_tokens: int):
+    """The run's model on the meta device, set up by `method`, its trained parameters and stacks."""
+    import torch
+
+    from retain import memory
+    from retain.methods.base import TaskContext
+
+    if kind == "mllm":
+        from retain.models.mllm import MLLM
+
+        model = MLLM(memory.skeleton(config), processor=None)
+        module, trained_of = model.model, model
+    else:
+        from accelerate import init_empty_weights
+
+        from retain.models.dual_encoder import DualEncoder, build_from_spec
+
+        with init_empty_weights():
+            if isinstance(config, dict):  # retain's own dual encoder folder (mini-clip)
+                encoder = build_from_spec(config)
+            else:
+                clip = memory.skeleton(config)
+                encoder = DualEncoder(clip.vision_model, clip.visual_projection, clip.text_model,
+                                      clip.text_projection, tokenizer=None)
+        model = torch.nn.Module()
+        model.encoder, model.heads = encoder, torch.nn.ParameterDict()  # heads: a few class embeddings, left out
+        module, trained_of = model, model
+    try:
+        method.setup(trained_of)
+        if kind == "mllm":
+            module = trained_of.model
+        task = type("Task", (), {"name": "task-1"})()
+        ctx = TaskContext(task=task, index=0, train=[], model=trained_of, tasks=[task], train_splits=[[]],
+                          device=torch.device("meta"), seed=cfg.seed, batch_size=cfg.train.batch_size)
+        try:
+            trained = method.trainable(trained_of)
+        except (LookupError, AttributeError, RetainError):  # parameters made per task
+            from retain.progress import quiet, set_quiet
+
+            was = quiet()
+            set_quiet(True)  # the task's setup runs on no data: its progress bars say nothing
+            try:
+                method.before_task(ctx)
+            finally:
+                set_quiet(was)
+            trained = method.trainable(trained_of)
+    except (NotImplementedError, RuntimeError, TypeError, ValueError) as e:
+        raise RetainError(f"Method {method.name!r} cannot be set up on a model without weights ({e}); estimate a "
+                          "method that trains the same parameters (lora_ft for LoRA methods).") from e
+    ids = {id(p) for p in trained}
+    names = [n for n, p in module.named_parameters() if id(p) in ids]
+    if kind == "mllm":
+        from retain.models.mllm import profile_for
+
+        profile = profile_for(getattr(module.config, "model_type", None))
+        stacks = memory.mllm_stacks(module.config, names, memory.tokens_assumed(module.config, text_tokens),
+                                    language_model=profile.language_model, vision_tower=profile.vision_tower,
+                                    projector=profile.projector)
+    else:
+        enc = model.encoder
+        stacks = memory.dual_encoder_stacks(enc.vision.config, getattr(enc.text, "config", None), names)
+    return module, trained, stacks
 
 
 def cmd_study(args) -> int:
@@ -350,7 +475,7 @@ def _common_parent(paths) -> str:
     return os.path.commonpath([str(p.resolve()) for p in paths]) if len(paths) > 1 else str(paths[0])
 
 
-COMMANDS = {"run": cmd_run, "study": cmd_study, "eval": cmd_eval, "mine": cmd_mine, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "estimate": cmd_estimate, "study": cmd_study, "eval": cmd_eval, "mine": cmd_mine, "compare": cmd_compare, "report": cmd_report, "zoo": cmd_zoo, "list": cmd_list}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -64,7 +64,22 @@ class TrainConfig:
     train_limit: Annotated[int, NON_NEGATIVE] = 0
     """use at most this many training items per task (0: all)"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """accelerate mixed precision: no, fp16 or bf16"""
+    """accelerate mixed precision: no, fp16 or bf16 (autocast; bf16 also runs on CPU)"""
+    gradient_accumulation: Annotated[int, POSITIVE] = 1
+    """micro-batches per optimizer step: each process runs batch_size / (processes x this) items at a time; a step
+    (max_steps, warmup_steps, eval.every_steps) is still one optimizer step over batch_size items"""
+    gradient_checkpointing: bool = False
+    """recompute each transformer layer's activations in the backward pass instead of keeping them (transformers'
+    gradient_checkpointing_enable, non-reentrant): less memory, about one more forward pass of compute"""
+    memory_check: bool = True
+    """estimate the run's memory before it starts and refuse one that cannot fit the device (false: only report it)"""
+
+    def __post_init__(self):
+        k = self.gradient_accumulation
+        if isinstance(k, int) and k > 1 and isinstance(self.batch_size, int) and self.batch_size % k:
+            raise RetainError(f"train.batch_size {self.batch_size} is not a multiple of train.gradient_accumulation "
+                              f"{k}: a step is {k} equal micro-batches of batch_size / {k} items; make batch_size a "
+                              "multiple of it.")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from retain.models.dual_encoder import RETAIN_CONFIG
 from retain.models.mllm import MLLM, load_mllm_from
 
 FAMILIES = ("dual_encoder", "mllm")
-# Contrastive image-text model types: the dual-encoder family (which loads only the supported ones, by name).
+# Contrastive image-text model types: the dual-encoder family (which loads CLIP and SigLIP and refuses the others by name).
 DUAL_ENCODER_TYPES = ("clip", "siglip", "siglip2", "chinese_clip")
 
 
@@ -110,7 +110,7 @@ def load_dual_encoder(name: str, trust_remote_code: bool = False, progress: bool
     Args:
         name: `mini-clip` (built from offline assets on first use, then cached), a
             Hugging Face id as `hf:openai/clip-vit-base-patch32`, or a local folder
-            holding a retain model or a `CLIPModel` checkpoint.
+            holding a retain model or a `CLIPModel` or `SiglipModel` checkpoint.
         trust_remote_code: passed to `from_pretrained`; off unless the user asks.
         progress: show the zoo build's progress bar.
     """

@@ -117,3 +117,18 @@ def test_caption_edge_cases():
     # one item: every n-gram's IDF is log(1/1) = 0, so CIDEr-D is 0 even for a perfect answer
     assert cider_d(["a cat"], [["a cat"]]) == 0.0
     assert cider_d(["a", "b"], [["..."], [""]]) == 0.0  # no reference has a word
+
+
+def test_only_caption_scoring_needs_pycocoevalcap():
+    # a machine without the library (a lent GPU machine with its own Python) runs everything else
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pycocoevalcap'] = None\n"
+            "import retain.cli, retain.families.mllm, retain.eval.instruct\n"
+            "from retain.eval.text_scores import exact_match, bleu\n"
+            "assert exact_match('Two', ['2']) == 1.0\n"
+            "try:\n    bleu(['a cat'], [['a cat']])\nexcept ImportError:\n    print('caption scoring needs it')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "caption scoring needs it"

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from retain.errors import RetainError
 
@@ -15,27 +14,10 @@ from retain.errors import RetainError
 @pytest.fixture(scope="module")
 def study_models(tiny_llava_dir, tmp_path_factory):
     """(plain LLaVA folder, WINGS folder, reference LM folder): the reference is the LLaVA's own LM."""
-    from transformers import LlamaForCausalLM
+    from retain.zoo.tiny import build_study_pair
 
-    from retain.registry import load_mllm
-    from retain.wings.inject import inject_wings, save_wings_model
-
-    root = tmp_path_factory.mktemp("study-models")
-    mllm = load_mllm(str(tiny_llava_dir))
-    lm = LlamaForCausalLM(mllm.model.config.text_config)
-    lm.model.load_state_dict(mllm.model.model.language_model.state_dict())
-    lm.lm_head.load_state_dict(mllm.model.lm_head.state_dict())
-    lm.save_pretrained(root / "reference", safe_serialization=True)
-    mllm.tokenizer.save_pretrained(root / "reference")
-    wings = inject_wings(mllm.model, rank=4)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for layer in wings.layers:
-            for learner in (layer.visual, layer.textual):
-                for part in (learner.q, learner.k, learner.v, learner.o):
-                    part.B.normal_(0, 3.0)
-    save_wings_model(mllm.model, mllm.processor, root / "tiny-wings")
-    return str(tiny_llava_dir), str(root / "tiny-wings"), str(root / "reference")
+    reference, winged = build_study_pair(tiny_llava_dir, tmp_path_factory.mktemp("study-models"))
+    return str(tiny_llava_dir), str(winged), str(reference)
 
 
 def study_config(tmp_path, paths, **over):

@@ -51,15 +51,18 @@ class ClassificationResult:
         return out
 
 
-def accuracy_of(logits: torch.Tensor, labels: np.ndarray) -> ClassificationResult:
-    """Accuracy of argmax predictions; confidence is the softmax of the logits as given."""
+def accuracy_of(logits: torch.Tensor, labels: np.ndarray, probability: str = "softmax") -> ClassificationResult:
+    """Accuracy of argmax predictions; confidence is the predicted class's probability: the softmax of
+    the logits as given, or with `probability="sigmoid"` its own sigmoid (SigLIP's zero-shot head)."""
     pred = logits.argmax(-1).cpu().numpy()
-    conf = torch.softmax(logits.double(), -1).max(-1).values.cpu().numpy()
+    probs = logits.double().sigmoid() if probability == "sigmoid" else torch.softmax(logits.double(), -1)
+    conf = probs.max(-1).values.cpu().numpy()
     return ClassificationResult(float((pred == labels).mean()), pred, labels, conf)
 
 
 def zero_shot(model: DualEncoder, task: Task, split: str = "test", limit: int | None = None,
-              head: torch.Tensor | None = None, scale: float | None = None) -> ClassificationResult:
+              head: torch.Tensor | None = None, scale: float | None = None,
+              pretrained_head: bool = False) -> ClassificationResult:
     """Zero-shot accuracy: nearest class embedding, templates averaged.
 
     Args:
@@ -68,13 +71,22 @@ def zero_shot(model: DualEncoder, task: Task, split: str = "test", limit: int | 
         scale: temperature of the softmax whose maximum is each item's confidence
             (logits = scale * cosine); default the model's own logit scale for its own
             head, 1 for a given head (a task head already holds its scale).
+        pretrained_head: `head` is the model's own zero-shot head times its scale, kept from
+            before training (the probes'): scored as the model's own head is, with its logit
+            bias and its probabilities (a sigmoid per class for SigLIP), not as a task head.
+    Confidences of the model's own head are its `class_probabilities`: CLIP's softmax, SigLIP's
+    sigmoid; a task head (trained with cross-entropy over its classes) gives a softmax.
     """
     data = task.split(split).subset(limit)
+    own = head is None or pretrained_head
     if head is None:
         head = model.zero_shot_head(task.class_names, task.templates)
         scale = float(model.logit_scale.detach().exp()) if scale is None else scale
     feats = image_features(model, data, desc=f"zero-shot {task.name}")
-    return accuracy_of(feats @ head.float().cpu().T * (1.0 if scale is None else scale), data.labels)
+    logits = feats @ head.float().cpu().T * (1.0 if scale is None else scale)
+    if own and model.head_kind == "sigmoid":
+        return accuracy_of(logits + float(model.logit_bias.detach()), data.labels, probability="sigmoid")
+    return accuracy_of(logits, data.labels)
 
 
 def linear_probe(model: DualEncoder, task: Task, limit: int | None = None,

@@ -40,12 +40,8 @@ where the candidate or a reference has one.
 
 from __future__ import annotations
 
+import functools
 import re
-
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
 from retain.errors import RetainError
 
@@ -84,13 +80,23 @@ def vqa_accuracy(answer: str, references: list[str]) -> float:
     return sum(scores) / len(scores)
 
 
-PTB_DROPPED = frozenset(PUNCTUATIONS) | {'"', "(", ")", "{", "}"}  # PTB writes these as ``/'', -LRB-, ...
 PTB_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|m|d)\b|\w+(?:-\w+)*|\.\.\.|--|\S")
+
+
+@functools.cache
+def ptb_dropped() -> frozenset:
+    """The library's `PUNCTUATIONS`, and the marks PTB writes as entries of it (``/'', -LRB-, ...).
+    pycocoevalcap is imported where captions are scored, not with this module: everything
+    else runs on a machine without it."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
+
+    return frozenset(PUNCTUATIONS) | {'"', "(", ")", "{", "}"}
 
 
 def ptb_tokenize(text: str) -> str:
     """Lower-case `text`, split it as the PTB tokeniser would, drop punctuation; words joined by spaces."""
-    return " ".join(t for t in PTB_TOKEN.findall(text.lower()) if t not in PTB_DROPPED)
+    dropped = ptb_dropped()
+    return " ".join(t for t in PTB_TOKEN.findall(text.lower()) if t not in dropped)
 
 
 def coco_inputs(candidates: list[str], references: list[list[str]]) -> tuple[dict, dict]:
@@ -110,12 +116,16 @@ def coco_inputs(candidates: list[str], references: list[list[str]]) -> tuple[dic
 
 def bleu(candidates: list[str], references: list[list[str]], n: int = 4) -> float:
     """Corpus BLEU-n of `candidates`, each with its list of references (pycocoevalcap's `Bleu`)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+
     score, _ = Bleu(n).compute_score(*coco_inputs(candidates, references), verbose=0)
     return float(score[n - 1])
 
 
 def rouge_l(candidate: str, references: list[str], beta: float = 1.2) -> float:
     """ROUGE-L of one candidate: F_beta of the best LCS precision and best LCS recall over references."""
+    from pycocoevalcap.rouge.rouge import Rouge
+
     (gts, res), scorer = coco_inputs([candidate], [references]), Rouge()
     scorer.beta = beta
     return float(scorer.calc_score(res[0], gts[0]))
@@ -123,6 +133,8 @@ def rouge_l(candidate: str, references: list[str], beta: float = 1.2) -> float:
 
 def cider_d(candidates: list[str], references: list[list[str]], n: int = 4, sigma: float = 6.0) -> float:
     """Corpus CIDEr-D: the mean over items of the per-item score (pycocoevalcap's `Cider`)."""
+    from pycocoevalcap.cider.cider import Cider
+
     gts, res = coco_inputs(candidates, references)
     if not any(r for refs in gts.values() for r in refs):
         return 0.0  # every cosine is 0; the library would fail on its empty IDF table

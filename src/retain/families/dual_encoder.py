@@ -97,6 +97,12 @@ class DualEncoderFamily(Family):
     def checkpoint(self, state: dict) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
+    def memory_stacks(self, trained_names: list[str]) -> list:
+        from retain.memory import dual_encoder_stacks
+
+        enc = self.model.encoder
+        return dual_encoder_stacks(enc.vision.config, getattr(enc.text, "config", None), trained_names)
+
     def results(self, method_name: str, state: dict, label: str | None) -> dict:
         return assemble_results(self.cfg, method_name, self.tasks, self.probes, state, label=label)
 
@@ -139,7 +145,7 @@ def evaluate(model: ImageClassifier, tasks, probes, probe_heads, cfg: RunConfig,
         records += r.records(task.name, "task_head")
     zs, lp = {}, None
     for probe in probes:
-        r = zero_shot(model.encoder, probe, limit=limit, head=probe_heads[probe.name])
+        r = zero_shot(model.encoder, probe, limit=limit, head=probe_heads[probe.name], pretrained_head=True)
         zs[probe.name] = r.accuracy
         records += r.records(probe.name, "probe_zero_shot")
     if with_lp and cfg.eval.linear_probe and probes:

@@ -67,8 +67,9 @@ class MLLMFamily(Family):
         method.setup(self.model)
         limit = cfg.train.train_limit or None
         self.train_splits = [t.split("train").subset(limit, seed=cfg.seed) for t in self.tasks]
-        for t, split in zip(self.tasks, self.train_splits):
-            check_lengths(self.model, t.name, split)
+        # the longest training item in tokens (image tokens included), for the memory estimate
+        self.longest = max([check_lengths(self.model, t.name, split) or 0
+                            for t, split in zip(self.tasks, self.train_splits)], default=0)
         self.evaluator = Evaluator(self.model, cfg, self.tasks, self.held_out, self.template)
 
     def fingerprints(self) -> dict[str, str]:
@@ -102,6 +103,14 @@ class MLLMFamily(Family):
                 run.save_state(state)
 
         return evaluate
+
+    def memory_stacks(self, trained_names: list[str]) -> list:
+        from retain.memory import mllm_stacks, tokens_assumed
+
+        config, profile = self.model.model.config, self.model.profile
+        return mllm_stacks(config, trained_names, self.longest or tokens_assumed(config, 512),
+                           language_model=profile.language_model, vision_tower=profile.vision_tower,
+                           projector=profile.projector)
 
     def trained(self, state: dict, method: Method) -> None:
         trained = {id(p) for p in method.saved_parameters(self.model)}
@@ -148,8 +157,9 @@ def batch_loss(mllm, wrapped, method: Method, batch: dict, ctx: TaskContext) -> 
     return method.task_loss(batch, outputs, ctx) + method.loss(batch, outputs, ctx)
 
 
-def check_lengths(mllm, name: str, split) -> None:
-    """Every training item must fit the LLM's context with room for the image tokens."""
+def check_lengths(mllm, name: str, split) -> int | None:
+    """Every training item must fit the LLM's context with room for the image tokens; the
+    longest item's tokens (None when the LLM names no context)."""
     config = getattr(mllm.model.config, "text_config", mllm.model.config)
     context = getattr(config, "max_position_embeddings", None)
     if not context:
@@ -162,11 +172,14 @@ def check_lengths(mllm, name: str, split) -> None:
     overhead = {False: len(mllm._encode(None, [mllm.chat_prompt("", False)], "right")["input_ids"][0])}
     if first is not None:
         overhead[True] = len(mllm._encode([first], [mllm.chat_prompt("", True)], "right")["input_ids"][0])
+    longest = 0
     for i, (qi, ai) in enumerate(zip(q, a)):
         need = len(qi) + len(ai) + 1 + overhead[split.images[i] is not None]
         if need > context:
             raise RetainError(f"Item {i} of task {name!r} needs about {need} tokens, more than the model's context "
                               f"of {context}: shorten its answer ({split.answers[i][:60]!r}...) or drop the item.")
+        longest = max(longest, need)
+    return longest
 
 
 class Evaluator:

@@ -1,8 +1,9 @@
 """FLYP (Goyal et al., 2023): fine-tune like you pre-train.
 
-Both towers train with CLIP's contrastive loss between each image and a caption made
-from its class name and a random prompt template; the classification head of every task
-is the zero-shot head of the current text tower (recomputed after each task).
+Both towers train with the loss the model was pre-trained with (CLIP's softmax contrastive
+loss, SigLIP's sigmoid loss: `DualEncoder.contrastive_loss`) between each image and a
+caption made from its class name and a random prompt template; the classification head of
+every task is the zero-shot head of the current text tower (recomputed after each task).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from retain.losses import contrastive_loss
 from retain.methods.base import Method, TaskContext, register
 
 
@@ -36,8 +36,8 @@ class FLYP(Method):
         return ctx.model.encoder.tokenize(list(unique))
 
     def task_loss(self, batch, outputs, ctx) -> torch.Tensor:
-        return contrastive_loss(outputs["features"], outputs["text_features"], batch["caption_of_item"],
-                                outputs["logit_scale"])
+        return ctx.model.encoder.contrastive_loss(outputs["features"], outputs["text_features"],
+                                                  batch["caption_of_item"])
 
     def after_task(self, ctx: TaskContext) -> None:
         with torch.no_grad():

@@ -26,6 +26,7 @@ def layer_index(module_name: str) -> int:
 @register
 class HiDe(RoutedLoRA):
     name = "hide"
+    plain_updates = "it fuses the lower layers by rescaling each adapter's update, which DoRA's magnitude rescaling changes."
 
     def configure(self, task: int) -> None:
         layers = lora_layers(self.mllm.model)

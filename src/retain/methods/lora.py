@@ -2,7 +2,15 @@
 updates, and what a regulariser anchors.
 
 LoRA (Hu et al., 2022): a frozen weight W gets a trainable low-rank update
-(alpha / r) B A; here on the LLM's attention and MLP projections of an MLLM.
+(alpha / r) B A; here on the LLM's attention and MLP projections of an MLLM. With
+`dora: true` the adapters are DoRA's (Liu et al., 2024, through PEFT's `use_dora`):
+
+    W' = m * (W + (alpha / r) B A) / ||W + (alpha / r) B A||_c
+
+with ||.||_c the norm of each output row and m a trainable magnitude per output row
+(PEFT's `lora_magnitude_vector`, initialised to ||W||_c). The update is then no longer
+(alpha / r) B A: a method whose math needs it (merging updates, penalising or rescaling
+them) refuses `dora` with `refuse_dora`.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import Annotated
 import torch
 
 from retain.config import POSITIVE, Range
+from retain.errors import RetainError
 from retain.methods.base import is_mllm, mllm_trainable
 
 
@@ -28,6 +37,15 @@ class LoRAOptions:
     """regex of the modules to adapt (empty: the LLM's attention and MLP projections)"""
     train_projector: bool = True
     """also train the vision-to-language projector"""
+    dora: bool = False
+    """DoRA adapters (Liu et al., 2024): a trainable magnitude per output row times the adapted direction"""
+
+
+def refuse_dora(method: str, opts, why: str) -> None:
+    """Stop a method whose math needs plain (alpha / r) B A updates when it is given `dora: true`."""
+    if getattr(opts, "dora", False):
+        raise RetainError(f"Method {method!r} cannot use DoRA (method_args.{method}.dora: true): {why} "
+                          f"Set method_args.{method}.dora: false (lora_ft, olora, disco and mrlora take DoRA).")
 
 
 def inject_lora(mllm, opts: LoRAOptions, adapter_name: str = "default") -> None:
@@ -37,7 +55,7 @@ def inject_lora(mllm, opts: LoRAOptions, adapter_name: str = "default") -> None:
     from retain.models.mllm import LM_TARGETS
 
     config = LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-                        target_modules=opts.target_modules or LM_TARGETS)
+                        target_modules=opts.target_modules or LM_TARGETS, use_dora=opts.dora)
     training = mllm.model.training
     if isinstance(mllm.model, PeftModel):
         mllm.model.add_adapter(adapter_name, config)
@@ -74,5 +92,5 @@ def lora_layers(model) -> list[tuple[str, torch.nn.Module]]:
 
 
 def delta_weight(layer, adapter: str) -> torch.Tensor:
-    """The update a LoRA adapter adds to its layer's weight: scaling * B A."""
+    """The update a (plain, not DoRA) LoRA adapter adds to its layer's weight: scaling * B A."""
     return layer.scaling[adapter] * (layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight)

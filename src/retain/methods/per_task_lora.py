@@ -1,17 +1,20 @@
 """Shared machinery of the methods that give every task its own LoRA adapter (O-LoRA,
 DISCO, HiDe): adapters `task0`, `task1`, ... added through PEFT before each task, the new
-one trained with the projector, and recreated on resume before their weights load."""
+one trained with the projector, and recreated on resume before their weights load. With
+`dora: true` each task's adapter is a DoRA adapter and its magnitude vector trains with it;
+a method whose math needs plain (alpha / r) B A updates names why in `plain_updates` and
+then refuses DoRA."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 
 from retain.config import POSITIVE
 from retain.methods.base import Method, TaskContext
-from retain.methods.lora import LoRAOptions, inject_lora
+from retain.methods.lora import LoRAOptions, inject_lora, refuse_dora
 
 
 @dataclass
@@ -25,6 +28,13 @@ class PerTaskLoRAOptions(LoRAOptions):
 class PerTaskLoRA(Method):
     Options = PerTaskLoRAOptions
     families = ("mllm",)
+    plain_updates: ClassVar[str] = ""
+    """why the method needs each update to be (alpha / r) B A (then it refuses DoRA); empty: DoRA is fine"""
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        if self.plain_updates:  # when the method is created, before any model loads
+            refuse_dora(self.name, self.opts, self.plain_updates)
 
     def setup(self, model) -> None:
         self.mllm = model
@@ -49,8 +59,8 @@ class PerTaskLoRA(Method):
         return self.adapters[-1]
 
     def trainable(self, model):
-        mine = [p for n, p in model.named_parameters() if f"lora_A.{self.current()}." in n
-                or f"lora_B.{self.current()}." in n]
+        mine = [p for n, p in model.named_parameters()
+                if any(f"{part}.{self.current()}." in n for part in ("lora_A", "lora_B", "lora_magnitude_vector"))]
         return mine + (model.projector_parameters() if self.opts.train_projector else [])
 
     def state_dict(self) -> dict[str, torch.Tensor]:

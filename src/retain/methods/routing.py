@@ -27,7 +27,9 @@ FEATURE_BATCH = 32
 
 @torch.no_grad()
 def item_features(mllm, images, questions: list[str]) -> torch.Tensor:
-    """(n, d) routing features of (image or None, question) items, adapters off."""
+    """(n, d) routing features of (image or None, question) items, adapters off: the vision tower's
+    pooled image feature (`Profile.routing_feature` of the model's family) and the question's mean
+    input embedding, each L2-normalised."""
     model = base_llava(mllm)
     disable = mllm.model.disable_adapter() if hasattr(mllm.model, "disable_adapter") else contextlib.nullcontext()
     with disable:
@@ -35,16 +37,17 @@ def item_features(mllm, images, questions: list[str]) -> torch.Tensor:
         emb = model.get_input_embeddings()(ids["input_ids"].to(mllm.device))
         mask = ids["attention_mask"].to(mllm.device).unsqueeze(-1).to(emb.dtype)
         text = F.normalize((emb * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
-        vision = model.model.vision_tower if hasattr(model, "model") else model.vision_tower
-        width = vision.config.hidden_size
+        profile = mllm.profile  # the family's vision tower, its pooled feature and that feature's width
+        vision = getattr(model.model if hasattr(model, "model") else model, profile.vision_tower)
+        width = getattr(vision.config, profile.width)
         img = torch.zeros(len(questions), width, device=mllm.device, dtype=text.dtype)
         present = [i for i, im in enumerate(images) if im is not None] if images is not None else []
         if present:
             from retain.models.mllm import to_pil
 
-            pixels = mllm.processor.image_processor([to_pil(images[i]) for i in present], return_tensors="pt")
-            out = vision(pixels["pixel_values"].to(mllm.device, vision.dtype))
-            img[present] = F.normalize(out.pooler_output.to(text.dtype), dim=-1)
+            pixels = mllm.processor.image_processor([to_pil(images[i]) for i in present], return_tensors="pt",
+                                                    **profile.routing_pixels)
+            img[present] = F.normalize(profile.routing_feature(vision, pixels).to(text.dtype), dim=-1)
     return torch.cat([img, text], dim=-1).float()
 
 

@@ -19,7 +19,7 @@ import torch
 
 from retain.config import FRACTION, NON_NEGATIVE
 from retain.methods.base import Method, TaskContext, register
-from retain.methods.lora import LoRAOptions, delta_weight, inject_lora, lora_layers
+from retain.methods.lora import LoRAOptions, delta_weight, inject_lora, lora_layers, refuse_dora
 
 
 @dataclass
@@ -44,6 +44,11 @@ class SEFE(Method):
     name = "sefe"
     Options = SEFEOptions
     families = ("mllm",)
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        refuse_dora(self.name, self.opts, "its penalty and its merge after each task act on the plain update "
+                                          "(alpha / r) B A, which DoRA's magnitude rescaling changes.")
 
     def setup(self, model) -> None:
         self.mllm = model

@@ -34,13 +34,13 @@ def default_device():
 
 
 # What the dual-encoder family loads: retain's own folders and checkpoints of these model types.
-SUPPORTED_DUAL_ENCODER_TYPES = ("clip",)
+SUPPORTED_DUAL_ENCODER_TYPES = ("clip", "siglip")
 
 
 def load_dual_encoder_from(source: str, hub: bool = False, trust_remote_code: bool = False) -> DualEncoder:
-    """A dual encoder from a local folder (retain's own, or a Hugging Face `CLIPModel`
-    checkpoint) or, with `hub`, from a Hugging Face hub id. Zoo names are the registry's
-    (`retain.registry.load_dual_encoder`)."""
+    """A dual encoder from a local folder (retain's own, or a Hugging Face `CLIPModel` or
+    `SiglipModel` checkpoint) or, with `hub`, from a Hugging Face hub id. Zoo names are the
+    registry's (`retain.registry.load_dual_encoder`)."""
     if not hub and (Path(source) / RETAIN_CONFIG).exists():
         return load_retain_folder(source)
     return _load_hf_clip(source, trust_remote_code)
@@ -79,12 +79,14 @@ def _load_hf_clip(model_id: str, trust_remote_code: bool) -> DualEncoder:
         raise RetainError(
             f"{model_id!r} is a {model_type!r} model; the dual-encoder family loads "
             f"{', '.join(SUPPORTED_DUAL_ENCODER_TYPES)} checkpoints (model_type in config.json) and retain's own "
-            "folders. SigLIP, SigLIP2 and Chinese-CLIP are not supported (their towers and zero-shot heads differ "
-            "from CLIP's)."
+            "folders. SigLIP2 and Chinese-CLIP are not supported (their towers and zero-shot heads differ "
+            "from CLIP's and SigLIP's)."
         )
+    from transformers import SiglipModel
+
     try:
-        clip = CLIPModel.from_pretrained(model_id, use_safetensors=True,
-                                         trust_remote_code=trust_remote_code)
+        cls = SiglipModel if model_type == "siglip" else CLIPModel
+        pair = cls.from_pretrained(model_id, use_safetensors=True, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise RetainError(
@@ -93,9 +95,27 @@ def _load_hf_clip(model_id: str, trust_remote_code: bool) -> DualEncoder:
             "model.safetensors and the tokenizer files."
         ) from e
     mean, std = _image_stats(model_id)
-    model = DualEncoder(clip.vision_model, clip.visual_projection, clip.text_model,
-                        clip.text_projection, tokenizer, text_pooling="eos",
-                        logit_scale=float(clip.logit_scale.item()), image_mean=mean, image_std=std)
+    if model_type == "siglip":
+        return _siglip(pair, tokenizer, mean, std, model_id)
+    model = DualEncoder(pair.vision_model, pair.visual_projection, pair.text_model,
+                        pair.text_projection, tokenizer, text_pooling="eos",
+                        logit_scale=float(pair.logit_scale.item()), image_mean=mean, image_std=std)
+    return model.eval()
+
+
+def _siglip(siglip, tokenizer, mean, std, model_id: str) -> DualEncoder:
+    """SigLIP as a DualEncoder: its towers pool (the image tower by attention, the text tower at the
+    last position through its head) straight into the embedding, so no projections; the sigmoid head's
+    scale and bias; texts padded to the text tower's length, as SigLIP was trained."""
+    from torch import nn
+
+    if not siglip.config.vision_config.vision_use_head:
+        raise RetainError(f"{model_id!r} is a SigLIP without its image tower's pooling head (vision_use_head: "
+                          "false), so it gives no image embedding: use a full SiglipModel checkpoint.")
+    model = DualEncoder(siglip.vision_model, nn.Identity(), siglip.text_model, nn.Identity(), tokenizer,
+                        text_pooling="eos", logit_scale=float(siglip.logit_scale.item()), image_mean=mean,
+                        image_std=std, logit_bias=float(siglip.logit_bias.item()),
+                        pad_to=int(siglip.config.text_config.max_position_embeddings))
     return model.eval()
 
 

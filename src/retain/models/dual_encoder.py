@@ -1,10 +1,15 @@
 """The dual-encoder (CLIP-style) model interface.
 
 One class serves every backend: Hugging Face `CLIPModel` checkpoints (any
-`openai/clip-*` id or a local folder) and retain's own mini-CLIP (a `CLIPVisionModel`
-image tower beside a sentence-transformers text tower). The rest of retain talks to
-`encode_image`, `encode_text`, `image_forward` (features plus the block outputs that
-LDIFS taps, Mukhoti et al., 2023) and `zero_shot_head`.
+`openai/clip-*` id or a local folder), `SiglipModel` checkpoints (SigLIP, Zhai et al., 2023)
+and retain's own mini-CLIP (a `CLIPVisionModel` image tower beside a sentence-transformers
+text tower). The rest of retain talks to `encode_image`, `encode_text`, `image_forward`
+(features plus the block outputs that LDIFS taps, Mukhoti et al., 2023), `zero_shot_head`,
+and for scores `zero_shot_logits`, `class_probabilities` and `contrastive_loss`.
+
+CLIP's zero-shot head is a softmax over scale * cosine; SigLIP's is a sigmoid per class of
+scale * cosine + bias. Both rank classes by the cosine, so accuracy does not care which;
+the probabilities (a calibration study's confidences) and the contrastive loss do.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retain.errors import RetainError
+from retain.losses import contrastive_loss as softmax_contrastive_loss
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -36,11 +42,16 @@ class DualEncoder(nn.Module):
         text_pooling: "eos" (CLIP: the model's pooler output) or "mean" (masked mean,
             sentence-transformers style).
         logit_scale: log of the contrastive temperature's inverse.
+        logit_bias: None for CLIP's softmax head; SigLIP's learnt bias for its sigmoid head
+            (zero-shot logits are exp(logit_scale) * cosine + logit_bias, each class a sigmoid).
+        pad_to: pad every text to this many tokens (SigLIP, trained so: its text tower pools the
+            last position); None pads to the batch's longest, as CLIP.
     """
 
     def __init__(self, vision, visual_projection, text, text_projection, tokenizer,
                  text_pooling: str = "eos", logit_scale: float = float(np.log(1 / 0.07)),
-                 image_mean=CLIP_MEAN, image_std=CLIP_STD):
+                 image_mean=CLIP_MEAN, image_std=CLIP_STD, logit_bias: float | None = None,
+                 pad_to: int | None = None):
         super().__init__()
         if text_pooling not in ("eos", "mean"):
             raise RetainError(f"text_pooling must be 'eos' or 'mean', not {text_pooling!r}.")
@@ -51,6 +62,9 @@ class DualEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.text_pooling = text_pooling
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
+        # a parameter beside the scale (so a checkpoint keeps it); absent for CLIP, whose state is unchanged
+        self.logit_bias = None if logit_bias is None else nn.Parameter(torch.tensor(float(logit_bias)))
+        self.pad_to = pad_to
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
 
@@ -61,7 +75,14 @@ class DualEncoder(nn.Module):
 
     @property
     def embed_dim(self) -> int:
+        if isinstance(self.visual_projection, nn.Identity):  # SigLIP: the pooled state is the embedding
+            return int(self.vision.config.hidden_size)
         return int(self.visual_projection.out_features)
+
+    @property
+    def head_kind(self) -> str:
+        """`softmax` (CLIP: one distribution over the classes) or `sigmoid` (SigLIP: a probability per class)."""
+        return "softmax" if self.logit_bias is None else "sigmoid"
 
     @property
     def num_blocks(self) -> int:
@@ -98,13 +119,17 @@ class DualEncoder(nn.Module):
 
     # ---- text ----------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.pad_to:  # SigLIP: every text the same length, as in training (HF's zero-shot pipeline does so)
+            enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.pad_to,
+                                 return_tensors="pt")
+            return {k: v.to(self.logit_scale.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         max_len = min(getattr(self.tokenizer, "model_max_length", 77), 77)
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
                              return_tensors="pt")
         return {k: v.to(self.logit_scale.device) for k, v in enc.items()
                 if k in ("input_ids", "attention_mask")}
 
-    def text_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def text_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Projected (unnormalised) text features from token ids."""
         out = self.text(input_ids=input_ids, attention_mask=attention_mask)
         if self.text_pooling == "mean":
@@ -125,6 +150,32 @@ class DualEncoder(nn.Module):
         prompts = [t.format(c) for c in class_names for t in templates]
         emb = self.encode_text(prompts).view(len(class_names), len(templates), -1)
         return F.normalize(emb.mean(1), dim=-1)
+
+    # ---- scores ----------------------------------------------------------------------
+    def zero_shot_logits(self, image_embeddings: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """(N, C) zero-shot logits of L2-normalised image embeddings against a (C, E) head:
+        exp(logit_scale) * cosine, plus the logit bias for SigLIP."""
+        logits = image_embeddings @ head.T * self.logit_scale.exp().to(image_embeddings)
+        return logits if self.logit_bias is None else logits + self.logit_bias.to(image_embeddings)
+
+    def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """What `zero_shot_logits` mean as probabilities: a softmax over the classes (CLIP) or a
+        sigmoid per class (SigLIP, where the classes need not sum to one)."""
+        return logits.softmax(-1) if self.logit_bias is None else logits.sigmoid()
+
+    def contrastive_loss(self, image_features: torch.Tensor, text_features: torch.Tensor,
+                         caption_of_item: torch.Tensor) -> torch.Tensor:
+        """The image-text loss this model was pre-trained with, over a batch whose items may share
+        captions (`retain.losses.contrastive_loss`'s arguments): CLIP's softmax InfoNCE, or SigLIP's
+        sigmoid loss (every image-caption pair a binary question, its label +1 for the item's own
+        caption and -1 for the others), summed over pairs and divided by the images, as big_vision."""
+        if self.logit_bias is None:
+            return softmax_contrastive_loss(image_features, text_features, caption_of_item, self.logit_scale)
+        img = F.normalize(image_features, dim=-1)
+        txt = F.normalize(text_features, dim=-1)
+        logits = self.zero_shot_logits(img, txt)  # (B, U)
+        signs = 2 * F.one_hot(caption_of_item, txt.shape[0]).to(logits) - 1
+        return -F.logsigmoid(signs * logits).sum() / img.shape[0]
 
     # ---- persistence ---------------------------------------------------------------
     def save(self, directory: str | Path, spec: dict) -> None:

@@ -1,8 +1,7 @@
 """The MLLM (LLaVA-style) interface: generation, option log-likelihoods, answer-only loss.
 
-One wrapper over Hugging Face `LlavaForConditionalGeneration` / `AutoModelForImageTextToText`
-and their processors, so EMT, continual instruction tuning and WINGS talk to any
-LLaVA-style model the same way:
+One wrapper over Hugging Face `AutoModelForImageTextToText` models and their processors, so EMT,
+continual instruction tuning and WINGS talk to any of them the same way:
 
 - `generate(images, questions)`: batched greedy decoding, left-padded.
 - `loglik(image, question, options)`: sum of the log-probabilities of each option's tokens
@@ -12,12 +11,18 @@ LLaVA-style model the same way:
   best option under each.
 - `training_batch` / `training_loss`: prompt and answer tokenised separately and joined,
   so the labels cover the answer tokens (and the end-of-turn token) exactly, nothing else.
+
+What differs between the families (LLaVA, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, InternVL,
+Idefics3 / SmolVLM) is one table, `PROFILES`, keyed by `config.model_type`; docs/guide/models.md
+says how each is handled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,10 +31,157 @@ import torch.nn.functional as F
 from retain.errors import RetainError
 
 IGNORE = -100
-# LoRA targets: the attention and MLP projections of the language model (Llama, Qwen2, ...).
-LM_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-# Where the vision-to-language adapter lives in Hugging Face MLLMs (LLaVA, LLaVA-NeXT, Qwen2-VL).
-PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger", "mm_projector")
+# Processor outputs aligned with the tokens (one value per token): re-aligned when answers are appended.
+TOKEN_ALIGNED = ("mm_token_type_ids", "token_type_ids")
+
+
+# ---- the families -------------------------------------------------------------------------
+# Pooled image features for routing (retain.methods.routing): (vision tower, image-processor output) -> (n, width).
+def pooler_feature(vision, pixels: dict) -> torch.Tensor:
+    """The tower's own pooled output (CLIP's: the class token after the post-LayerNorm)."""
+    return vision(pixels["pixel_values"].to(vision.device, vision.dtype)).pooler_output
+
+
+def first_view_feature(vision, pixels: dict) -> torch.Tensor:
+    """LLaVA-NeXT: the pooled output of the first view (the whole image, resized), not of the tiles."""
+    return vision(pixels["pixel_values"][:, 0].to(vision.device, vision.dtype)).pooler_output
+
+
+def mean_feature(vision, pixels: dict) -> torch.Tensor:
+    """The mean of the tower's last hidden states (InternViT has no pooled output)."""
+    return vision(pixels["pixel_values"].to(vision.device, vision.dtype)).last_hidden_state.mean(1)
+
+
+def grid_mean_feature(vision, pixels: dict) -> torch.Tensor:
+    """Qwen2-VL: all images' patches come as one flat sequence; each image's (pre-merger) states averaged."""
+    grid = pixels["image_grid_thw"].to(vision.device)
+    hidden = vision(pixels["pixel_values"].to(vision.device, vision.dtype), grid_thw=grid).last_hidden_state
+    return torch.stack([h.mean(0) for h in hidden.split(grid.prod(-1).tolist())])
+
+
+def masked_mean_feature(vision, pixels: dict) -> torch.Tensor:
+    """Idefics3 / SmolVLM: one view per image, its states averaged over the patches that hold image
+    (an image padded to the batch's size has empty ones)."""
+    values = pixels["pixel_values"].flatten(0, 1).to(vision.device, vision.dtype)  # (1, n, C, H, W) -> (n, C, H, W)
+    mask = pixels["pixel_attention_mask"].flatten(0, 1).to(vision.device).bool()  # (n, H, W)
+    p = vision.config.patch_size
+    patches = mask.unfold(1, p, p).unfold(2, p, p).any(-1).any(-1)  # (n, H/p, W/p)
+    hidden = vision(pixel_values=values, patch_attention_mask=patches).last_hidden_state  # (n, T, D)
+    keep = patches.flatten(1).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one MLLM family does its own way; everything else is the same for all."""
+
+    name: str
+    """the family's name in docs and messages"""
+    image_text: str = "{image}\n"
+    """an image in a user turn when the chat template takes string content ({image}: the processor's
+    image token); a template that takes typed parts ({"type": "image"}) places the image itself"""
+    projector: tuple[str, ...] = ("multi_modal_projector",)
+    """parameter-name parts of the vision-to-language adapter (what `adapter` trains)"""
+    language_model: str = "language_model"
+    """the module that holds the LLM's decoder layers (LoRA's targets lie under it)"""
+    vision_tower: str = "vision_tower"
+    """the vision encoder's attribute on the inner model (`model.model.<this>`)"""
+    routing_feature: Callable = pooler_feature
+    """(vision tower, image-processor output) -> (n, width) pooled image features, for routing"""
+    routing_pixels: dict = field(default_factory=dict)
+    """image-processor options for routing features: one view per image, no tiles"""
+    width: str = "hidden_size"
+    """the vision config's attribute that is the width of `routing_feature`"""
+    mrope: bool = False
+    """multimodal rotary positions (M-RoPE): tokens after a cached prompt get explicit positions"""
+    video: bool = False
+    """its processor class carries a video processor (torchvision): loaded without one when torchvision is absent"""
+
+
+_QWEN = dict(image_text="<|vision_start|>{image}<|vision_end|>", projector=("visual.merger",), vision_tower="visual",
+             routing_feature=grid_mean_feature, mrope=True, video=True)
+_IDEFICS = dict(projector=("connector",), language_model="text_model", vision_tower="vision_model",
+                routing_feature=masked_mean_feature, routing_pixels={"do_image_splitting": False})
+PROFILES: dict[str, Profile] = {
+    "llava": Profile("LLaVA"),
+    "llava_next": Profile("LLaVA-NeXT", projector=("multi_modal_projector", "image_newline"),
+                          routing_feature=first_view_feature),
+    "qwen2_vl": Profile("Qwen2-VL", width="embed_dim", **_QWEN),
+    "qwen2_5_vl": Profile("Qwen2.5-VL", **_QWEN),
+    "internvl": Profile("InternVL", routing_feature=mean_feature, routing_pixels={"crop_to_patches": False},
+                        video=True),
+    "idefics3": Profile("Idefics3 / SmolVLM", **_IDEFICS),
+    "smolvlm": Profile("SmolVLM2", video=True, **_IDEFICS),
+}
+# A model type outside the table: LLaVA's conventions, the projector under any name it goes by.
+OTHER = Profile("LLaVA-style", projector=("multi_modal_projector", "visual.merger", "mm_projector"))
+
+# Where the vision-to-language adapter lives, and the LLM modules, in any family.
+PROJECTOR_NAMES = tuple(dict.fromkeys([*OTHER.projector, *(n for p in PROFILES.values() for n in p.projector)]))
+LANGUAGE_MODELS = tuple(dict.fromkeys(p.language_model for p in PROFILES.values()))
+
+
+def profile_for(model_type: str | None) -> Profile:
+    """The profile of `model_type` (config.json's); `OTHER` for a type outside the table."""
+    return PROFILES.get(model_type or "", OTHER)
+
+
+def lora_targets(language_models: tuple[str, ...]) -> str:
+    """The PEFT regex of the attention and MLP projections (Llama, Qwen2, ...) under the given LLM modules."""
+    under = language_models[0] if len(language_models) == 1 else f"({'|'.join(language_models)})"
+    return rf".*{under}.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+# LoRA targets of every family: the LLM's attention and MLP projections.
+LM_TARGETS = lora_targets(LANGUAGE_MODELS)
+
+
+def next_positions(model, enc: dict) -> torch.Tensor:
+    """(B,) the position of the token after each unpadded prompt of `enc` in an M-RoPE model: one past
+    the prompt's largest position (an image's tokens take fewer positions than they are tokens)."""
+    if "image_grid_thw" not in enc:
+        return enc["attention_mask"].sum(1)
+    inner = (model.get_base_model() if hasattr(model, "get_base_model") else model).model
+    positions, _ = inner.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
+                                        image_grid_thw=enc["image_grid_thw"], attention_mask=enc["attention_mask"])
+    return positions.amax(dim=(0, 2)) + 1  # positions: (3, B, T)
+
+
+def without_video(cls):
+    """Processor class `cls` with its video processor left out (that one needs torchvision, and retain
+    gives no videos): it loads and saves the image processor and the tokenizer, under `cls`'s name."""
+    attrs = cls.get_attributes()
+    kept = [a for a in attrs if "video" not in a]
+
+    def arguments(c, *args, **kwargs):  # None in the video processor's place of __init__
+        loaded = iter(cls._get_arguments_from_pretrained.__func__(c, *args, **kwargs))
+        return [next(loaded) if a in kept else None for a in attrs]
+
+    return type(cls.__name__, (cls,), {"get_attributes": classmethod(lambda c: list(kept)),
+                                       "_get_arguments_from_pretrained": classmethod(arguments),
+                                       "__module__": __name__})
+
+
+def load_processor(ident: str, model_type: str, trust_remote_code: bool = False):
+    """The processor of model folder or hub id `ident`. Where torchvision is not installed, a family
+    whose processor carries a video processor gets its processor class without one."""
+    import transformers
+    from transformers.utils import is_torchvision_available
+
+    profile = profile_for(model_type)
+    if is_torchvision_available() or not profile.video:
+        return transformers.AutoProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    named = transformers.ProcessorMixin.get_processor_dict(ident)[0].get("processor_class")
+    cls = getattr(transformers, named or "", None) or getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+    if any("video" in a for a in cls.get_attributes()):
+        cls = without_video(cls)
+    try:
+        return cls.from_pretrained(ident)
+    except ImportError as e:
+        raise RetainError(f"The {profile.name} processor of {ident!r} needs a package that is not installed ({e}): "
+                          "install it.") from e
 
 
 def to_pil(image):
@@ -61,6 +213,8 @@ class MLLM:
         self.processor = processor
         self.image_token = image_token
         self.system_prompt = system_prompt
+        self.profile = profile_for(getattr(getattr(model, "config", None), "model_type", None))
+        self._typed_parts: dict[str, bool] = {}  # chat template -> whether it takes typed content parts
         self._router = None  # picks each item's adapters or prompts, inside `routing` only
         self._prefix = ""  # text put before every question, inside `routing` only
 
@@ -93,32 +247,66 @@ class MLLM:
         return self.model.named_parameters()
 
     def projector_parameters(self) -> list[torch.nn.Parameter]:
-        """The vision-to-language adapter's parameters (LLaVA's multi_modal_projector)."""
-        params = [p for n, p in self.model.named_parameters() if any(k in n for k in PROJECTOR_NAMES)]
+        """The vision-to-language adapter's parameters (LLaVA's multi_modal_projector, Qwen2-VL's
+        visual.merger, Idefics3's connector: the family's `Profile.projector`)."""
+        names = self.profile.projector
+        params = [p for n, p in self.model.named_parameters() if any(k in n for k in names)]
         if not params:
             raise RetainError(f"No projector found in {type(self.model).__name__}: expected a module named one of "
-                              f"{PROJECTOR_NAMES}.")
+                              f"{names}.")
         return params
+
+    @property
+    def lora_targets(self) -> str:
+        """The PEFT regex of this model's LLM attention and MLP projections."""
+        return lora_targets((self.profile.language_model,))
 
     # ---- prompts -------------------------------------------------------------------
     def chat_prompt(self, question: str, image: bool = True) -> str:
         """The user turn (image first, then the question) in the model's chat template."""
-        question = self._prefix + question
-        content = f"{self.image_token}\n{question}" if image else question
-        messages = [{"role": "user", "content": content}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
+        template = self._template()
         if template is None:
-            return f"USER: {content}\nASSISTANT:"
+            return f"USER: {self._user_content(question, image, False)}\nASSISTANT:"
+        messages = [{"role": "user", "content": self._user_content(question, image, self._takes_parts(template))}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self._text(self.system_prompt, template)})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   chat_template=template)
+
+    def _template(self) -> str | None:
+        return getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
+
+    def _takes_parts(self, template: str) -> bool:
+        """Whether `template` renders content given as typed parts ([{"type": "text", ...}]), as the
+        templates of hub MLLMs do, rather than as one string (a plain LLM's template prints such a list)."""
+        if template not in self._typed_parts:
+            probe = "retain-typed-part-probe"
+            try:
+                turn = {"role": "user", "content": [{"type": "text", "text": probe}]}
+                text = self.tokenizer.apply_chat_template([turn], tokenize=False, add_generation_prompt=True,
+                                                          chat_template=template)
+            except Exception:  # a template written for strings may fail on a list in any way (jinja, type)
+                text = ""
+            self._typed_parts[template] = probe in text and "'type'" not in text
+        return self._typed_parts[template]
+
+    def _user_content(self, question: str, image: bool, parts: bool):
+        """A user turn: the image first, then the question; typed parts where the template takes them
+        (it places the image), else one string with the image written in (`Profile.image_text`)."""
+        question = self._prefix + question
+        if parts:
+            return [{"type": "image"}] * image + [{"type": "text", "text": question}]
+        return self.profile.image_text.format(image=self.image_token) + question if image else question
+
+    def _text(self, text: str, template: str):
+        """A text-only turn's content in the form `template` takes."""
+        return [{"type": "text", "text": text}] if self._takes_parts(template) else text
 
     def _encode(self, images, texts: list[str], padding_side: str) -> dict:
         self.tokenizer.padding_side = padding_side
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        kwargs = {"text": texts, "return_tensors": "pt", "padding": True}
+        kwargs = {"text": texts, "return_tensors": "pt", "padding": True, "padding_side": padding_side}
         if images is not None:
             kwargs["images"] = [to_pil(i) for i in images]
         enc = self.processor(**kwargs)
@@ -207,6 +395,11 @@ class MLLM:
         n, longest = len(ids), max(map(len, ids))
         scores = first[:, [i[0] for i in ids]].double().cpu()  # (B, n)
         if longest > 1:
+            extra = {}
+            if self.profile.mrope:  # the model would take the option tokens' positions from the whole mask
+                start = next_positions(self.model, enc)  # (B,)
+                steps = torch.arange(longest - 1, device=start.device)
+                extra["position_ids"] = (start[:, None] + steps).repeat_interleave(n, 0)  # (B*n, L-1)
             pad = self.tokenizer.pad_token_id or 0
             tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device).repeat(n_items, 1)
             mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids],
@@ -218,7 +411,7 @@ class MLLM:
             cache.batch_repeat_interleave(n)
             prompt_mask = enc["attention_mask"].repeat_interleave(n, 0)
             step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
-                              use_cache=True, **{name: cache})
+                              use_cache=True, **{name: cache}, **extra)
             logp = at_least_float32(step.logits).log_softmax(-1)  # position k predicts token k+1
             rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
             scores = scores + rest.double().cpu().view(n_items, n)
@@ -227,15 +420,16 @@ class MLLM:
     # ---- conversations ---------------------------------------------------------------
     def conversation_prompt(self, turns: list[tuple[str, bool, str | None]]) -> str:
         """A multi-turn chat: (question, has image, answer or None for the turn to answer)."""
-        messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
-        for question, has_image, answer in turns:
-            question = self._prefix + question
-            messages.append({"role": "user", "content": f"{self.image_token}\n{question}" if has_image else question})
-            if answer is not None:
-                messages.append({"role": "assistant", "content": answer})
-        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
+        template = self._template()
         if template is None:
             raise RetainError("Multi-turn scoring needs a chat template (the tokenizer or processor has none).")
+        parts = self._takes_parts(template)
+        messages = [] if self.system_prompt is None else [{"role": "system",
+                                                            "content": self._text(self.system_prompt, template)}]
+        for question, has_image, answer in turns:
+            messages.append({"role": "user", "content": self._user_content(question, has_image, parts)})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": self._text(answer, template)})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   chat_template=template)
 
@@ -245,7 +439,7 @@ class MLLM:
         if sum(has for _, has, _ in turns) != len(images):
             raise RetainError(f"The conversation has {sum(h for _, h, _ in turns)} image turns but {len(images)} images.")
         self.tokenizer.padding_side = "left"
-        kwargs = {"text": [self.conversation_prompt(turns)], "return_tensors": "pt"}
+        kwargs = {"text": [self.conversation_prompt(turns)], "return_tensors": "pt", "padding_side": "left"}
         if images:
             kwargs["images"] = [to_pil(i) for i in images]
         enc = {k: v.to(self.device) for k, v in self.processor(**kwargs).items()}
@@ -253,7 +447,8 @@ class MLLM:
 
     # ---- training ------------------------------------------------------------------
     def training_batch(self, images, questions: list[str], answers: list[str]) -> dict:
-        """Model inputs with `labels` on the answer tokens (and end-of-turn) only."""
+        """Model inputs with `labels` on the answer tokens (and end-of-turn) only, and every image
+        input the processor gives (pixel values, image sizes or grids, pixel masks)."""
         end = self.tokenizer.eos_token or ""
         prompts = self._encode(images, [self.chat_prompt(q, images is not None) for q in questions], "right")
         rows, labels = [], []
@@ -269,8 +464,13 @@ class MLLM:
             "attention_mask": torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], device=self.device),
             "labels": torch.tensor([lab + [IGNORE] * (longest - len(lab)) for lab in labels], device=self.device),
         }
-        if "pixel_values" in prompts:
-            batch["pixel_values"] = prompts["pixel_values"]
+        for key, value in prompts.items():
+            if key in ("input_ids", "attention_mask"):
+                continue
+            if key in TOKEN_ALIGNED:  # one value per prompt token: the answer and the padding get 0 (text)
+                kept = [value[k][prompts["attention_mask"][k].bool()].tolist() for k in range(len(answers))]
+                value = torch.tensor([r + [0] * (longest - len(r)) for r in kept], device=self.device)
+            batch[key] = value
         return batch
 
     def training_loss(self, images, questions: list[str], answers: list[str]) -> torch.Tensor:
@@ -322,10 +522,11 @@ def load_mllm_from(ident: str, hub: bool = False, trust_remote_code: bool = Fals
     Names (zoo models, `hf:<id>`) are the registry's (`retain.registry.load_mllm`)."""
     from pathlib import Path
 
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     try:
-        processor = AutoProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(ident, trust_remote_code=trust_remote_code)
+        processor = load_processor(ident, config.model_type, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(ident, use_safetensors=True, dtype=dtype,
                                                             trust_remote_code=trust_remote_code)
     except OSError as e:
