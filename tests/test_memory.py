@@ -187,3 +187,40 @@ def test_a_run_that_cannot_fit_is_refused_before_it_trains(tmp_path, tiny_clip_d
     recorded = json.loads((run / "memory.json").read_text())
     assert recorded["device_bytes"] > 2**20 and recorded["layout"]["strategy"] == "single"
     assert not (run / "records").exists() and not (run / "checkpoints").exists()  # not even row 0 was evaluated
+
+
+def test_the_gpu_docs_quote_what_the_estimate_prints(capsys, monkeypatch):
+    """README's and docs/guide/gpu.md's figures for LLaVA-1.5-7B on 8 GPUs are the estimate's own
+    output for the commands they show, not numbers typed in: the printed block verbatim, and each
+    figure quoted in the prose from the estimate's JSON."""
+    import re
+    from pathlib import Path
+
+    from retain.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = Path(__file__).resolve().parents[1]
+    readme, guide = (root / "README.md").read_text(), (root / "docs" / "guide" / "gpu.md").read_text()
+    base = ["estimate", "configs/mcit-ucit.yaml", "methods=[lora_ft]"]
+    fsdp, ddp = ["--accelerate-config", "configs/accelerate/fsdp.yaml"], ["--accelerate-config",
+                                                                          "configs/accelerate/ddp.yaml"]
+    monkeypatch.chdir(root)
+    assert main([*base, "train.gradient_checkpointing=true", *fsdp]) == 0
+    printed = capsys.readouterr().out
+    block = re.search(r"`retain estimate` prints, per method:\n\n```\n(.*?)```", guide, re.S).group(1)
+    assert block.strip() in printed
+
+    def json_of(*args):
+        assert main([*base, *args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["lora_ft"]
+
+    gib = 2 ** 30
+    checkpointed, plain, data_parallel = json_of("train.gradient_checkpointing=true", *fsdp), json_of(*fsdp), \
+        json_of(*ddp)
+    on_device = f"{checkpointed['device_bytes'] / gib:.1f} GiB per process with gradient checkpointing"
+    activations = f"{plain['activation_bytes'] / gib:.0f} GiB"
+    assert on_device in " ".join(readme.split()) and f"{activations} of activations without" in readme
+    prose = " ".join(guide.split())
+    assert f"activations are estimated at {activations} per process" in prose
+    assert f"dropout alone keeps {plain['activation_parts']['LoRA adapters'] / gib:.0f} GiB" in prose
+    assert f"{data_parallel['weight_bytes'] / gib:.1f} GiB of weights and adapters per GPU" in prose
