@@ -7,9 +7,18 @@
 - preset: `retain mine configs/multimon.yaml mllm=mini-llava` (60,000 sentences): the
   failure types, their success rates and transfer to the zero-shot classifier and to
   mini-LLaVA, with examples;
-- recall: the search against brute force on a 5,000-sentence subset.
+- recall: the search against brute force on a 5,000-sentence subset;
+- floor: what the full run's arithmetic costs on this machine: the FLOPs of embedding the
+  200,000 sentences (torch's counter over a 2,000-sentence sample, scaled by token count)
+  and of the search (two FLOPs per pair and dimension of the target's cosines), each over
+  the float32 matmul peak (bench/peak.py) measured in this process; and int8 dynamic
+  quantisation of MiniLM's linear layers, the one faster arithmetic this CPU has (no bf16
+  instructions): its speed against float32 and its largest cosine error, side by side on
+  4,096 sentences.
 
-    .venv/bin/python bench/multimon_mine.py [full] [preset] [recall]   # default: all three
+The full run's share of peak is each phase's FLOPs (from `floor`) over its seconds and the peak.
+
+    .venv/bin/python bench/multimon_mine.py [full] [preset] [recall] [floor]   # default: all four
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ def full_run() -> dict:
     cache = fresh_cache()
     out = Path(tempfile.mkdtemp(prefix="retain-mine-out-"))
     args = ["--quiet", "mine", "configs/multimon.yaml", f"corpus_size={SIZE}", f"output_dir={out}", "name=bench"]
+    from peak import machine_peak
+
+    before = machine_peak()["float32"]
     try:
         rc, cost, proc = timed_retain(args, {"RETAIN_CACHE": str(cache)})
         if rc != 0:
@@ -60,6 +72,7 @@ def full_run() -> dict:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
     m = res["mining"]
+    cost["peak_float32"] = [before, machine_peak()["float32"]]  # this process, just before and after the run
     return {"command": "retain mine " + " ".join(args[2:4]), **cost, "sentences": res["corpus"]["sentences"],
             "load_s": res["timings"]["corpus_and_models_seconds"], "embedding_s": res["timings"]["embedding_seconds"],
             "shared_layers": res["embeddings"]["shared_layers"],
@@ -111,11 +124,72 @@ def recall() -> dict:
     return out
 
 
+def floor() -> dict:
+    """FLOPs of the full run's two phases, the time they need at this machine's peak, and int8's trade."""
+    import copy
+    import warnings
+
+    import torch
+
+    from peak import count_flops, machine_peak
+    from retain.multimon.corpus import generated_captions
+    from retain.multimon.encoders import embed_both, reference_encoder, shared_layers, target_encoder, tokenize
+
+    peak = machine_peak()
+    sentences = generated_captions(SIZE, 0)
+    target, _ = target_encoder("mini-clip")
+    reference = reference_encoder("minilm")
+    shared = shared_layers(target, reference)
+    tokens = sum(map(len, tokenize(target.tokenizer, sentences, target.max_length)))
+    sample = sentences[::SIZE // 2000]
+    sample_tokens = sum(map(len, tokenize(target.tokenizer, sample, target.max_length)))
+    embed_flops = count_flops(lambda: embed_both(target, reference, sample, shared)) * tokens / sample_tokens
+    dim = target.encode(sentences[:2]).shape[1]
+    search_flops = SIZE * (SIZE - 1) / 2 * 2 * dim
+    out = {"sentences": SIZE, "tokens": tokens, "shared_layers": shared, "embedding_flops": embed_flops,
+           "search_flops": search_flops, "target_dim": dim, "peak_float32": peak["float32"],
+           "peak_bfloat16": peak["bfloat16"], "threads": peak["threads"],
+           "embedding_floor_s": embed_flops / peak["float32"], "search_floor_s": search_flops / peak["float32"]}
+    # int8 dynamic quantisation of MiniLM against float32 on the same 4,096 sentences, alternating
+    probe = sorted(sentences[:4096], key=len)
+    tower = reference.tower
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(tower), {torch.nn.Linear}, dtype=torch.qint8)
+    batches = [reference.tokenizer(probe[k:k + 256], padding=True, return_tensors="pt") for k in range(0, 4096, 256)]
+
+    @torch.inference_mode()
+    def embed(model):
+        rows = []
+        for b in batches:
+            hidden = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+            m = b["attention_mask"][..., None].float()
+            rows.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1))
+        return torch.cat(rows)
+
+    seconds = {"float32": [], "int8": []}
+    for _ in range(2):
+        for name, model in (("float32", tower), ("int8", quantised)):
+            t = time.perf_counter()
+            emb = embed(model)
+            seconds[name].append(time.perf_counter() - t)
+            if name == "float32":
+                exact = emb
+            else:
+                approx = emb
+    error = (approx @ approx.T - exact @ exact.T).abs()
+    out["int8"] = {"sentences": 4096, "float32_s": min(seconds["float32"]), "int8_s": min(seconds["int8"]),
+                   "speedup": min(seconds["float32"]) / min(seconds["int8"]), "max_cosine_error": float(error.max()),
+                   "median_cosine_error": float(error.median())}
+    return out
+
+
 def main() -> None:
     res = json.loads(OUT.read_text()) if OUT.exists() else {}
-    parts = [a for a in sys.argv[1:] if a in ("full", "preset", "recall")] or ["full", "preset", "recall"]
+    parts = [a for a in sys.argv[1:] if a in ("full", "preset", "recall", "floor")] or ["full", "preset", "recall",
+                                                                                      "floor"]
     for part in parts:
-        res[part] = {"full": full_run, "preset": preset, "recall": recall}[part]()
+        res[part] = {"full": full_run, "preset": preset, "recall": recall, "floor": floor}[part]()
         print(part, json.dumps({k: v for k, v in res[part].items() if k != "results"}, indent=1), flush=True)
         OUT.write_text(json.dumps(res, indent=2) + "\n")
 

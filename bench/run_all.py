@@ -73,19 +73,7 @@ def summary() -> str:
                   f"- text-only questions answered right: {r['text_only_hits']} of {len(r['text_only'])}", ""]
     em = RESULTS / "emt_modes.json"
     if em.exists():
-        r = json.loads(em.read_text())
-        lines += ["## EMT scoring modes on mini-LLaVA (`bench/emt_modes.py`)", "",
-                  f"{r['items_per_task']} test images each of {', '.join(r['tasks'])}; torch {r['torch']}, {r['threads']} threads. "
-                  "The judge is a loopback server that answers at once: its row is retain's own cost of judging.", "",
-                  "| mode | images/s | " + " | ".join(f"{t} accuracy" for t in r["tasks"]) + " |",
-                  "|---|---|" + "---|" * len(r["tasks"])]
-        for mode, m in r["modes"].items():
-            acc = ["n/a (the loopback judge says yes)" if mode == "judge" else f"{100 * m['per_task'][t]['accuracy']:.1f}"
-                   for t in r["tasks"]]
-            lines.append(f"| {mode} | {m['images_per_s']:.2f} | " + " | ".join(acc) + " |")
-        lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation "
-                  "(both take 8 images per forward; likelihood runs the prompt once per image and every class name "
-                  "on the shared cache, generation stops after a few tokens).", ""]
+        lines += emt_modes_lines(json.loads(em.read_text()))
     tp = RESULTS / "mcit_throughput.json"
     if tp.exists():
         r = json.loads(tp.read_text())
@@ -143,12 +131,7 @@ def summary() -> str:
         r = json.loads(mm.read_text())
         lines += ["## MultiMon mining (`bench/multimon_mine.py`)", ""]
         if "full" in r:
-            f = r["full"]
-            lines += [f"- `{f['command']}` ({f['sentences']:,} sentences, embeddings not cached): {f['wall_s']:.0f} s "
-                      f"wall, peak memory {f['peak_rss_mb']:.0f} MB; corpus and models {f['load_s']:.0f} s, embedding {f['embedding_s']:.0f} s (bottom "
-                      f"{f['shared_layers']} layers shared by the two towers), search {f['search_s']:.0f} s over "
-                      f"{f['pairs_compared']:,} pairs ({f['pairs_per_second']:,.0f} pairs/s), {f['agreements']:,} "
-                      "erroneous agreements"]
+            lines += multimon_full_lines(r["full"], r.get("floor"))
         if "recall" in r:
             c = r["recall"]
             lines += [f"- recall against brute force (float64, full matrices) on {c['sentences']:,} sentences: " + "; ".join(
@@ -160,6 +143,68 @@ def summary() -> str:
         lines.append("")
     lines += gpu_check_lines()
     return "\n".join(lines) + "\n"
+
+
+def emt_modes_lines(r: dict) -> list[str]:
+    """The EMT scoring-mode table: speed, share of peak, accuracy with its interval per dataset."""
+    tasks = r["tasks"]
+    lines = ["## EMT scoring modes on mini-LLaVA (`bench/emt_modes.py`)", "",
+             f"{r['items_per_task']} test images each of {', '.join(tasks)}, {r.get('batch_size', 8)} images per "
+             f"forward; torch {r['torch']}, {r['threads']} threads. Accuracy in %, 95% interval by bootstrap over the "
+             "images. The judge is a loopback server that answers at once: its row is retain's own cost of judging.",
+             "", "| mode | images/s | share of peak | " + " | ".join(f"{t} accuracy" for t in tasks) + " |",
+             "|---|---|---|" + "---|" * len(tasks)]
+    for mode, m in r["modes"].items():
+        cells = []
+        for t in tasks:
+            v = m["per_task"][t]
+            cells.append("n/a (the loopback judge says yes)" if mode == "judge" else
+                         interval(v["accuracy"], *v["accuracy_interval"])
+                         if v.get("accuracy_interval") else f"{100 * v['accuracy']:.1f}")
+        lines.append(f"| {mode} | {m['images_per_s']:.2f} | {_share(m.get('share_of_peak'))} | " + " | ".join(cells) + " |")
+    lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation "
+              "(same process, task by task side by side): the prompt runs once per image with the LM head on its last "
+              "position only, then every class name in one forward over the prompt's cache as a prefix tree."]
+    if "tree_vs_cache_per_option" in r:
+        tv = r["tree_vs_cache_per_option"]
+        lines += [f"Against the earlier computation (the cache repeated per class name, "
+                  f"{r['likelihood_over_cache_per_option_speed']:.2f}x slower): "
+                  + "; ".join(f"{t}: the same prediction on {v['same_prediction']} of {r['items_per_task']} images, "
+                              f"accuracy difference {100 * v['accuracy_difference']:+.1f} points "
+                              f"[{100 * v['difference_interval'][0]:+.1f}, {100 * v['difference_interval'][1]:+.1f}]"
+                              for t, v in tv.items()) + "."]
+    if "peak" in r:
+        lines.append(f"Share of peak: counted FLOPs per image (torch's counter over one batch) times images/s, over "
+                     f"the float32 matmul peak measured in the same process "
+                     f"({max(r['peak']['float32_before'], r['peak']['float32_after']) / 1e9:.0f} GFLOP/s, bench/peak.py).")
+    return lines + [""]
+
+
+def multimon_full_lines(f: dict, floor: dict | None) -> list[str]:
+    """The 200,000-sentence run, with each phase's share of peak and the floor its FLOPs set."""
+    lines = [f"- `{f['command']}` ({f['sentences']:,} sentences, embeddings not cached): {f['wall_s']:.0f} s "
+             f"wall, peak memory {f['peak_rss_mb']:.0f} MB; corpus and models {f['load_s']:.0f} s, embedding "
+             f"{f['embedding_s']:.0f} s (bottom {f['shared_layers']} layers shared by the two towers), search "
+             f"{f['search_s']:.0f} s over {f['pairs_compared']:,} pairs ({f['pairs_per_second']:,.0f} pairs/s), "
+             f"{f['agreements']:,} erroneous agreements"]
+    if floor and f.get("peak_float32"):
+        peak = max(f["peak_float32"])
+        lines += [f"- share of peak in that run (float32 matmul peak {peak / 1e9:.0f} GFLOP/s, measured just before "
+                  f"and after it: {', '.join(f'{p / 1e9:.0f}' for p in f['peak_float32'])}): embedding "
+                  f"{_share(floor['embedding_flops'] / f['embedding_s'] / peak)} "
+                  f"({floor['embedding_flops'] / 1e12:.1f} TFLOP over {floor['tokens']:,} tokens), search "
+                  f"{_share(floor['search_flops'] / f['search_s'] / peak)} ({floor['search_flops'] / 1e12:.1f} TFLOP: "
+                  f"2 x {floor['target_dim']} per pair)"]
+    if floor:
+        q = floor["int8"]
+        lines += [f"- the floor on this machine: at its float32 peak ({floor['peak_float32'] / 1e9:.0f} GFLOP/s, "
+                  f"{floor['threads']} threads; bfloat16 "
+                  f"{floor['peak_bfloat16'] / 1e9:.1f} GFLOP/s, no native instructions) the embedding's FLOPs take "
+                  f"{floor['embedding_floor_s']:.0f} s and the search's {floor['search_floor_s']:.0f} s. int8 dynamic "
+                  f"quantisation of MiniLM's linear layers runs {q['speedup']:.2f}x float32 on {q['sentences']:,} "
+                  f"sentences but moves cosines by up to {q['max_cosine_error']:.3f} (median "
+                  f"{q['median_cosine_error']:.4f}), against the 0.9 threshold and 0.2 gap: not used"]
+    return lines
 
 
 def _share(value) -> str:
@@ -333,6 +378,7 @@ def emt_page() -> str | None:
     lines += ["", "Seconds per method (training and every evaluation): "
               + ", ".join(f"{m} {sum(v['task_seconds']):.0f}" for m, v in r["methods"].items()) + ".", ""]
     lines += matcher_lines()
+    lines += likelihood_norm_lines()
     notes = ROOT / "docs" / "emt_findings.md"
     if notes.exists() and not evidence:
         lines += [notes.read_text()]
@@ -358,6 +404,28 @@ def emt_rise_findings(r: dict) -> list[str]:
             out.append(f"  It falls below zero-shot at {', '.join(e['label'] for e in down)} "
                        f"(lowest {100 * min(e['held_out_change'] for e in down):+.1f} points).")
     return out
+
+
+def likelihood_norm_lines() -> list[str]:
+    """Likelihood mode's three option scores side by side (bench/emt_modes.py): summed log-probability,
+    its mean per token and per character, on the same images of zero-shot mini-LLaVA."""
+    em = RESULTS / "emt_modes.json"
+    if not em.exists():
+        return []
+    r = json.loads(em.read_text())
+    per_task = r["modes"]["likelihood"]["per_task"]
+    if not all("accuracy_norm_token" in v for v in per_task.values()):
+        return []
+    lines = ["## Likelihood mode: summed or length-normalised option scores", "",
+             f"Zero-shot mini-LLaVA on {r['items_per_task']} test images per dataset (`bench/emt_modes.py`), the "
+             "class names ranked three ways from one scoring: the summed log-probability of the name's tokens (the "
+             "default), its mean per token, and the sum over the name's characters (lm-eval's acc_norm). A sum "
+             "favours short names; the means do not. Accuracy in %, 95% interval by bootstrap over the images.", "",
+             "| dataset | summed | per token | per character |", "|---|---|---|---|"]
+    for t, v in per_task.items():
+        lines.append(f"| {t} | " + " | ".join(interval(v[f"accuracy{k}"], *(v.get(f"accuracy{k}_interval") or []))
+                                              for k in ("", "_norm_token", "_norm_char")) + " |")
+    return lines + [""]
 
 
 def matcher_lines() -> list[str]:

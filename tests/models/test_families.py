@@ -231,7 +231,7 @@ def test_mini_llava_prompt_is_unchanged(tiny_llava_dir):
 # ---- scores -----------------------------------------------------------------------------------
 def test_shared_cache_scores_equal_a_direct_forward_per_option(mllm64):
     family, mllm = mllm64
-    question, options = "What is in the image?", ["cat", "golden retriever", "a red circle shape"]
+    question, options = "What is in the image?", ["cat", "golden retriever", "golden eagle", "a red circle shape"]
     for img in (images(1)[0], None):  # with an image, and a text-only turn
         shared = mllm.loglik(img, question, options)
         enc = mllm._encode(None if img is None else [img], [mllm.chat_prompt(question, img is not None)], "left")

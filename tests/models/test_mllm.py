@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from retain.errors import RetainError
 from direct import option_logprob
-from retain.models.mllm import IGNORE, best_options, normalise
+from retain.models.mllm import IGNORE, OptionTree, best_options, normalise
 from retain.registry import load_mllm
 
 
@@ -57,7 +57,8 @@ def test_answer_only_loss_masking(mllm):
 def test_loglik_equals_direct_per_option_computation(mllm64):
     mllm = mllm64
     img = images(1)[0]
-    options = ["cat", "golden retriever", "a red circle shape", "7"]
+    # options that share first tokens share tree nodes; one is a prefix of another
+    options = ["cat", "golden retriever", "golden eagle", "golden", "a red circle shape", "a red square", "7"]
     shared = mllm.loglik(img, "What is in the image?", options)
     enc = mllm._encode([img], [mllm.chat_prompt("What is in the image?")], "left")
     for opt, score in zip(options, shared):
@@ -75,6 +76,40 @@ def test_batched_loglik_equals_one_image_at_a_time(mllm64):
     text = mllm.loglik_many([None, None], "What is 2 plus 3?", ["5", "five"])
     alone = mllm.loglik(None, "What is 2 plus 3?", ["5", "five"])
     assert text[0] == pytest.approx(text[1], abs=1e-9) and text[0] == pytest.approx(alone, abs=1e-9)
+
+
+def test_option_tree_shares_prefixes_and_masks_all_but_ancestors():
+    """Options [5 6 7], [5 6 8], [5 9], [4]: the nodes are the proper prefixes 5 and 5-6, each
+    (node, next token) is scored once, and a node sees itself and its ancestors only."""
+    tree = OptionTree([[5, 6, 7], [5, 6, 8], [5, 9], [4]])
+    assert tree.tokens == [5, 6] and tree.depth == [0, 1]
+    assert tree.ancestry.tolist() == [[True, False], [True, True]]
+    entries = list(zip(tree.score_nodes, tree.score_tokens))
+    assert entries == [(0, 6), (1, 7), (1, 8), (0, 9)]
+    assert tree.membership.tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    siblings = OptionTree([[1, 2, 3], [1, 4, 5]])  # 1-2 and 1-4 are siblings: neither sees the other
+    assert siblings.tokens == [1, 2, 4] and siblings.ancestry.tolist() == [[True, False, False], [True, True, False],
+                                                                           [True, False, True]]
+
+
+def test_all_options_run_in_one_forward_without_copying_the_cache(mllm64, monkeypatch):
+    """Two forwards per batch of images, whatever the options: the prompt, then one row per image
+    holding every tree node; the fallback for attention without custom masks (the cache repeated
+    per option) gives the same scores."""
+    mllm, ims = mllm64, images(3, seed=4)
+    options = ["golden retriever", "golden eagle", "a red circle shape", "cat"]
+    nodes = len(OptionTree(mllm.option_ids(options)).tokens)
+    calls = []
+    forward = mllm.model.forward
+    monkeypatch.setattr(mllm.model, "forward", lambda *a, **k: calls.append(tuple(k["input_ids"].shape))
+                        or forward(*a, **k))
+    tree = mllm.loglik_many(ims, "What is in the image?", options, batch_size=3)
+    assert len(calls) == 2 and calls[1] == (3, nodes) and nodes < sum(len(i) - 1 for i in mllm.option_ids(options))
+    monkeypatch.setattr(mllm, "_tree_attention", lambda: False)
+    calls.clear()
+    repeated = mllm.loglik_many(ims, "What is in the image?", options, batch_size=3)
+    assert calls[1][0] == 3 * len(options)
+    assert np.asarray(tree) == pytest.approx(np.asarray(repeated), abs=1e-9)
 
 
 def token_logprobs(mllm, enc, option: str) -> list[float]:

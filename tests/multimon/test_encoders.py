@@ -44,3 +44,22 @@ def test_shared_bottom_layers_run_once_and_give_each_towers_own_embeddings():
 def test_a_clip_text_tower_shares_nothing_with_minilm(tiny_clip_dir):
     target, _ = target_encoder(str(tiny_clip_dir))
     assert shared_layers(target, reference_encoder("minilm")) == 0
+
+
+def test_batched_embeddings_equal_each_sentence_alone():
+    """Tokenised once, sorted by length, padded in batches: each row equals the sentence run alone
+    (no padding) through the model and pooled, truncation included. In float64, so that batching
+    may change only the last float32 rounding of the result."""
+    reference = reference_encoder("minilm")
+    reference.tower.double()
+    reference.max_length = 9  # two of the sentences are cut
+    texts = [*SENTENCES, "a dog."]
+    got = reference.encode(texts, batch_size=2)
+    tok = reference.tokenizer
+    for text, row in zip(texts, got):
+        ids = tok(text, truncation=True, max_length=9, return_tensors="pt")
+        with torch.no_grad():
+            hidden = reference.tower(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state
+        alone = torch.nn.functional.normalize(hidden[0].mean(0), dim=-1).float()
+        assert torch.allclose(row, alone, atol=1e-7, rtol=0), text
+    assert sum(len(tok(t)["input_ids"]) > 9 for t in texts) == 2

@@ -110,17 +110,22 @@ def test_gradients_reach_only_what_the_stage_trains(mllm, stage):
 
 
 def test_option_scoring_through_an_expanded_cache_matches_full_forwards(mllm):
-    """Option scoring repeats the prompt's cache once per option: the learners' features follow.
-    In float64, where the two computations must agree to rounding (~1e-12 here): a cache the
-    hooks did not see (transformers renamed `past_key_values` to `cache`) differed by 4e-3."""
+    """Option scoring runs every option at once over the prompt's cache as a prefix tree (the
+    learners must see the tree's mask, not a causal one: they saw siblings and differed by 4e-4),
+    or with the cache repeated once per option (the learners' features follow). In float64,
+    where the computations must agree to rounding (~1e-12 here): a cache the hooks did not see
+    (transformers renamed `past_key_values` to `cache`) differed by 4e-3."""
     wings = inject_wings(mllm.model, rank=4)
     randomise(wings, "visual")
     randomise(wings, "textual")
     mllm.model.to(torch.float64)
     ims = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(2)]
-    options = ["golden retriever", "a red circle", "7"]
+    options = ["golden retriever", "golden eagle", "a red circle", "7"]
     scores = mllm.loglik_many(ims, "What is it?", options, batch_size=2)
     for img, row in zip(ims, scores):
         enc = mllm._encode([img], [mllm.chat_prompt("What is it?")], "left")
         for opt, score in zip(options, row):
             assert score == pytest.approx(option_logprob(mllm, enc, opt), abs=1e-9)
+    mllm._tree_attention = lambda: False  # the cache repeated per option
+    repeated = mllm.loglik_many(ims, "What is it?", options, batch_size=2)
+    assert np.asarray(repeated) == pytest.approx(np.asarray(scores), abs=1e-9)

@@ -5,10 +5,11 @@ continual instruction tuning and WINGS talk to any of them the same way:
 
 - `generate(images, questions)`: batched greedy decoding, left-padded.
 - `loglik(image, question, options)`: sum of the log-probabilities of each option's tokens
-  after the prompt; the prompt (image included) is run once and its key/value cache is
-  shared by all options. A sum favours short options; `normalise` turns sums into the
-  mean per token or per character (lm-eval-harness's acc_norm), `best_options` picks the
-  best option under each.
+  after the prompt; the prompt (image included) is run once, then all options in one
+  forward over its key/value cache as a prefix tree (`OptionTree`: shared first tokens run
+  once, a tree attention mask, the cache never copied). A sum favours short options;
+  `normalise` turns sums into the mean per token or per character (lm-eval-harness's
+  acc_norm), `best_options` picks the best option under each.
 - `training_batch` / `training_loss`: prompt and answer tokenised separately and joined,
   so the labels cover the answer tokens (and the end-of-turn token) exactly, nothing else.
 
@@ -207,6 +208,46 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+class OptionTree:
+    """Options' token sequences as a prefix tree, for scoring them all in one forward.
+
+    A node is a proper prefix of some option (its last token is fed to the model; the logits
+    there predict the option's next token), so an option of L tokens passes through L - 1
+    nodes and options that begin alike share theirs. `tokens[k]` and `depth[k]` (0 for a first
+    token) place node k after the prompt; `ancestry[a, b]` says node a may attend to node b
+    (b is a or one of its ancestors). Option j's score after its first token is the sum of
+    log p(score_tokens[e] | score_nodes[e]) over the entries e with membership[e, j] = 1.
+    """
+
+    def __init__(self, ids: list[list[int]]):
+        nodes: dict[tuple[int, ...], int] = {}
+        parents: list[int] = []
+        self.tokens: list[int] = []
+        self.depth: list[int] = []
+        entries: dict[tuple[int, int], int] = {}
+        members: list[tuple[int, int]] = []  # (entry, option)
+        for j, option in enumerate(ids):
+            for k in range(len(option) - 1):
+                prefix = tuple(option[:k + 1])
+                if prefix not in nodes:
+                    nodes[prefix] = len(self.tokens)
+                    parents.append(nodes[prefix[:-1]] if k else -1)
+                    self.tokens.append(option[k])
+                    self.depth.append(k)
+                entry = entries.setdefault((nodes[prefix], option[k + 1]), len(entries))
+                members.append((entry, j))
+        size = len(self.tokens)
+        self.ancestry = torch.eye(size, dtype=torch.bool)
+        for a in range(size):  # parents come before their children
+            if parents[a] >= 0:
+                self.ancestry[a] |= self.ancestry[parents[a]]
+        self.score_nodes = [node for node, _ in entries]
+        self.score_tokens = [token for _, token in entries]
+        self.membership = torch.zeros(len(entries), len(ids))
+        for e, j in members:
+            self.membership[e, j] = 1
+
+
 class MLLM:
     def __init__(self, model, processor, image_token: str = "<image>", system_prompt: str | None = None):
         self.model = model
@@ -387,35 +428,76 @@ class MLLM:
 
     @torch.no_grad()
     def _option_scores(self, enc: dict, options: list[str]) -> list[list[float]]:
-        """log p(option | prompt) for every (unpadded) encoded prompt of `enc` and every option."""
-        n_items = enc["input_ids"].shape[0]
-        out = self.model(**enc, use_cache=True)
-        first = at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (B, V): predicts each option's first token
+        """log p(option | prompt) for every (unpadded) encoded prompt of `enc` and every option.
+
+        Two forwards whatever the number of options: the prompt (logits of its last position
+        only), then every option's tokens at once over the prompt's cache as a prefix tree
+        (`OptionTree`): each tree node is one token, placed at its depth after the prompt,
+        attending to the prompt and its own ancestors only, so options that share first tokens
+        share their forward and the prompt's cache is never copied."""
         ids = self.option_ids(options)
-        n, longest = len(ids), max(map(len, ids))
+        keep = {"logits_to_keep": 1} if self._keeps_logits() else {}
+        out = self.model(**enc, use_cache=True, **keep)
+        first = at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (B, V): predicts each option's first token
         scores = first[:, [i[0] for i in ids]].double().cpu()  # (B, n)
-        if longest > 1:
-            extra = {}
-            if self.profile.mrope:  # the model would take the option tokens' positions from the whole mask
-                start = next_positions(self.model, enc)  # (B,)
-                steps = torch.arange(longest - 1, device=start.device)
-                extra["position_ids"] = (start[:, None] + steps).repeat_interleave(n, 0)  # (B*n, L-1)
-            pad = self.tokenizer.pad_token_id or 0
-            tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device).repeat(n_items, 1)
-            mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids],
-                                device=self.device).repeat(n_items, 1)  # (B*n, L): row b*n + j
-            # the cache is passed back under the name it came out by: `cache` from transformers 5
-            # (`past_key_values` is deprecated there, an error from 5.40), `past_key_values` before
-            name = "cache" if "cache" in out else "past_key_values"
-            cache = out[name]
-            cache.batch_repeat_interleave(n)
-            prompt_mask = enc["attention_mask"].repeat_interleave(n, 0)
-            step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
-                              use_cache=True, **{name: cache}, **extra)
-            logp = at_least_float32(step.logits).log_softmax(-1)  # position k predicts token k+1
-            rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
-            scores = scores + rest.double().cpu().view(n_items, n)
-        return scores.tolist()
+        tree = OptionTree(ids)
+        if not tree.tokens:  # every option is one token long
+            return scores.tolist()
+        # the cache is passed back under the name it came out by: `cache` from transformers 5
+        # (`past_key_values` is deprecated there, an error from 5.40), `past_key_values` before
+        name = "cache" if "cache" in out else "past_key_values"
+        n_items, prompt_len = enc["input_ids"].shape
+        dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
+        if self._tree_attention():
+            start = next_positions(self.model, enc)  # (B,) the position after each prompt
+            allowed = torch.cat([enc["attention_mask"].bool()[:, None, :].expand(-1, len(tree.tokens), -1),
+                                 tree.ancestry.to(enc["attention_mask"].device)[None].expand(n_items, -1, -1)], 2)
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+            mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+            step = self.model(input_ids=torch.tensor(tree.tokens, device=self.device).repeat(n_items, 1),
+                              attention_mask=mask[:, None], use_cache=True, **{name: out[name]},
+                              position_ids=start[:, None] + torch.tensor(tree.depth, device=self.device))
+            logp = at_least_float32(step.logits).log_softmax(-1)  # (B, nodes, V): node k predicts its children
+            rest = logp[:, tree.score_nodes, tree.score_tokens].double().cpu()  # (B, scored)
+            scores = scores + rest @ tree.membership.to(rest.dtype)  # (B, scored) @ (scored, n)
+            return scores.tolist()
+        return (scores + self._repeated_cache_scores(enc, out[name], name, ids)).tolist()
+
+    def _keeps_logits(self) -> bool:
+        """whether the model's forward takes `logits_to_keep` (the prompt's LM head on its last position only)"""
+        import inspect
+
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+    def _tree_attention(self) -> bool:
+        """whether the attention takes a custom 4D mask (eager and SDPA do; flash attention ignores it)"""
+        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        text = getattr(getattr(self.model, "config", None), "text_config", None)
+        impls = {impl, getattr(text, "_attn_implementation", impl)}
+        return impls <= {"eager", "sdpa", None}
+
+    def _repeated_cache_scores(self, enc: dict, cache, name: str, ids: list[list[int]]) -> torch.Tensor:
+        """(B, n) log p of each option's tokens after its first: the prompt's cache repeated once per
+        option and the options padded into one batch (for attention that takes no custom mask)."""
+        n_items = enc["input_ids"].shape[0]
+        n, longest = len(ids), max(map(len, ids))
+        extra = {}
+        if self.profile.mrope:  # the model would take the option tokens' positions from the whole mask
+            start = next_positions(self.model, enc)  # (B,)
+            steps = torch.arange(longest - 1, device=start.device)
+            extra["position_ids"] = (start[:, None] + steps).repeat_interleave(n, 0)  # (B*n, L-1)
+        pad = self.tokenizer.pad_token_id or 0
+        tokens = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=self.device).repeat(n_items, 1)
+        mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids],
+                            device=self.device).repeat(n_items, 1)  # (B*n, L): row b*n + j
+        cache.batch_repeat_interleave(n)
+        prompt_mask = enc["attention_mask"].repeat_interleave(n, 0)
+        step = self.model(input_ids=tokens[:, :-1], attention_mask=torch.cat([prompt_mask, mask[:, :-1]], 1),
+                          use_cache=True, **{name: cache}, **extra)
+        logp = at_least_float32(step.logits).log_softmax(-1)  # position k predicts token k+1
+        rest = (logp.gather(-1, tokens[:, 1:, None])[..., 0] * mask[:, 1:]).sum(1)
+        return rest.double().cpu().view(n_items, n)
 
     # ---- conversations ---------------------------------------------------------------
     def conversation_prompt(self, turns: list[tuple[str, bool, str | None]]) -> str:

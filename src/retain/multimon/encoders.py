@@ -7,8 +7,8 @@
   `hf:<id>` or a folder is any sentence-transformers checkpoint, pooled as its
   `1_Pooling/config.json` says (mean pooling when absent).
 
-Sentences are embedded sorted by token length (little padding), then put back in corpus
-order. When the two towers share their bottom layers bit for bit (mini-CLIP's text tower
+Sentences are tokenised once, embedded sorted by token length (little padding), then put
+back in corpus order. When the two towers share their bottom layers bit for bit (mini-CLIP's text tower
 is MiniLM with only its top layers trained), those layers run once for both
 (`embed_both`); the split forward is checked against each tower's own forward first. Embeddings are cached under `$RETAIN_CACHE/multimon/embeddings/`, keyed by a hash
 of the encoder's weights and settings and a hash of the corpus, so a second run over the
@@ -69,12 +69,11 @@ class TextEncoder:
         """(N, E) float32 unit vectors, in the order of `texts`."""
         if not texts:
             raise RetainError(f"{self.name}: nothing to embed (an empty list of sentences).")
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                                      add_special_tokens=True)["input_ids"]]
+        ids = tokenize(self.tokenizer, texts, self.max_length)
         out: torch.Tensor | None = None
-        for idx, ids, mask in _length_sorted_batches(self.tokenizer, texts, lengths, self.max_length, batch_size,
-                                                     desc or f"embedding with {self.name}", self.device):
-            out = _scatter(out, idx, F.normalize(self.forward(ids, mask).float(), dim=-1), len(texts))
+        for idx, batch, mask in _length_sorted_batches(self.tokenizer, ids, batch_size,
+                                                       desc or f"embedding with {self.name}", self.device):
+            out = _scatter(out, idx, F.normalize(self.forward(batch, mask).float(), dim=-1), len(texts))
         return out
 
 
@@ -156,16 +155,28 @@ def shared_layers(a: TextEncoder, b: TextEncoder) -> int:
     return k
 
 
-def _length_sorted_batches(tokenizer, texts: list[str], lengths: list[int], max_length: int, batch_size: int,
-                           desc: str, device: torch.device):
-    """(corpus indices, input_ids, attention_mask) batches in order of token length (little padding)."""
-    order = np.argsort(lengths, kind="stable")
-    for start in bar(range(0, len(texts), batch_size), desc=desc, total=(len(texts) + batch_size - 1) // batch_size,
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Each text's token ids (special tokens added, truncated to `max_length`), tokenised once."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+
+
+def _length_sorted_batches(tokenizer, ids: list[list[int]], batch_size: int, desc: str, device: torch.device):
+    """(corpus indices, input_ids, attention_mask) batches in order of token length (little padding),
+    padded here the way the tokenizer pads (its pad token, on its side)."""
+    order = np.argsort([len(i) for i in ids], kind="stable")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    for start in bar(range(0, len(ids), batch_size), desc=desc, total=(len(ids) + batch_size - 1) // batch_size,
                      unit="batch"):
         idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        yield torch.from_numpy(idx), enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        width = max(len(ids[i]) for i in idx)
+        batch = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            span = slice(width - len(ids[i]), width) if left else slice(0, len(ids[i]))
+            batch[row, span] = torch.tensor(ids[i])
+            mask[row, span] = 1
+        yield torch.from_numpy(idx), batch.to(device), mask.to(device)
 
 
 def _scatter(out: torch.Tensor | None, idx: torch.Tensor, emb: torch.Tensor, n: int) -> torch.Tensor:
@@ -181,11 +192,11 @@ def embed_both(a: TextEncoder, b: TextEncoder, texts: list[str], shared: int, ba
                desc: str = "") -> tuple[torch.Tensor, torch.Tensor] | None:
     """Both encoders' embeddings, the `shared` bottom layers run once per batch; None when
     a sentence is longer than one of them reads (they would truncate it differently)."""
-    lengths = [len(ids) for ids in a.tokenizer(list(texts))["input_ids"]]
-    if max(lengths) > min(a.max_length, b.max_length):
+    tokens = a.tokenizer(list(texts))["input_ids"]
+    if max(map(len, tokens)) > min(a.max_length, b.max_length):
         return None
     outs: list[torch.Tensor | None] = [None, None]
-    for idx, ids, mask in _length_sorted_batches(a.tokenizer, texts, lengths, a.max_length, batch_size,
+    for idx, ids, mask in _length_sorted_batches(a.tokenizer, tokens, batch_size,
                                                  desc or f"embedding with {a.name} and {b.name}", a.device):
         low = run_layers(_layers(a.tower)[:shared], a.tower.embeddings(input_ids=ids), mask)
         for k, e in enumerate((a, b)):

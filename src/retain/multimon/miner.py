@@ -97,12 +97,13 @@ def erroneous_agreements(target: torch.Tensor, reference: torch.Tensor, threshol
     compared = candidates = found = 0
     start = time.perf_counter()
     starts = range(0, n, block)
+    buffer = torch.empty(min(block, n) * min(chunk, n))  # one tile's cosines, reused: no page faults per tile
     for r0 in bar(starts, desc="searching pairs", total=len(starts), unit="block", disable=not progress):
         r1 = min(r0 + block, n)
         rows_t, rows_r = t[r0:r1], r[r0:r1]
         for c0 in range(r0, n, chunk):
             c1 = min(c0 + chunk, n)
-            sim = rows_t @ t[c0:c1].T  # (rows, cols) target cosines
+            sim = torch.mm(rows_t, t[c0:c1].T, out=buffer[:(r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0))
             mask = sim > threshold
             if c0 < r1:  # the tile crosses the diagonal: only j > i
                 mask &= torch.arange(c0, c1).unsqueeze(0) > torch.arange(r0, r1).unsqueeze(1)

@@ -12,7 +12,8 @@ textual one (features: the text token embeddings) and a router. The hooks:
   h' = h + w_v * visual + w_t * textual as WINGS has it.
 
 Masks are causal: a position attends to image (visual) or text (textual) features at or
-before it, never to padding. An input without an image skips the visual learner. The
+before it, never to padding; a custom 4D attention mask (option scoring's prefix tree)
+replaces the causal one, so the learners see what the main attention sees. An input without an image skips the visual learner. The
 router reads a length-free summary of the main attention's probabilities per token: the
 mass on image tokens, on text before the first image and on text after it (averaged over
 heads), so it works for any sequence length. The main attention runs in eager mode so
@@ -54,6 +55,7 @@ class Wings(nn.Module):
         self.valid = None  # (B, S) bool: not padding
         self.pending_image = None  # image positions of the next language-model call
         self.pending_mask = None
+        self.allowed = None  # (B, T, S) bool: which keys each new position may see, from a custom 4D mask
         self.residual: dict[int, torch.Tensor] = {}
 
     # ---- hooks -------------------------------------------------------------------
@@ -85,6 +87,8 @@ class Wings(nn.Module):
         mask = self.pending_mask
         self.valid = mask[:, -s:].bool() if mask is not None and mask.dim() == 2 and mask.shape[1] >= s \
             else torch.ones(b, s, dtype=torch.bool, device=embeds.device)
+        # a custom 4D mask (option scoring's prefix tree: 0 where a query may look) replaces the causal one
+        self.allowed = mask[:, 0] == 0 if mask is not None and mask.dim() == 4 and mask.shape[-2:] == (t, s) else None
         self.pending_image = None
 
     def _expand_batch(self, b: int) -> None:
@@ -116,9 +120,12 @@ class Wings(nn.Module):
     def masks(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, S) visual and textual masks for the last t positions."""
         s = self.features.shape[1]
-        query = torch.arange(s - t, s, device=self.features.device)[:, None]
-        key = torch.arange(s, device=self.features.device)[None, :]
-        causal = (key <= query)[None] & self.valid[:, None, :]
+        if self.allowed is not None and self.allowed.shape[1] == t:
+            causal = self.allowed
+        else:
+            query = torch.arange(s - t, s, device=self.features.device)[:, None]
+            key = torch.arange(s, device=self.features.device)[None, :]
+            causal = (key <= query)[None] & self.valid[:, None, :]
         image = self.is_image[:, None, :]
         return causal & image, causal & ~image
 
