@@ -93,22 +93,32 @@ def test_option_tree_shares_prefixes_and_masks_all_but_ancestors():
 
 
 def test_all_options_run_in_one_forward_without_copying_the_cache(mllm64, monkeypatch):
-    """Two forwards per batch of images, whatever the options: the prompt, then one row per image
-    holding every tree node; the fallback for attention without custom masks (the cache repeated
-    per option) gives the same scores."""
-    mllm, ims = mllm64, images(3, seed=4)
+    """Per batch of images two forwards, whatever the options: the prompt after its shared first tokens
+    (the system turn, run once per call as a batch of one), then one row per image holding every tree
+    node. The fallbacks (the cache repeated per option, for attention without custom masks; the whole
+    prompt per batch) give the same scores."""
+    mllm, ims = mllm64, images(5, seed=4)
     options = ["golden retriever", "golden eagle", "a red circle shape", "cat"]
     nodes = len(OptionTree(mllm.option_ids(options)).tokens)
+    prompt = mllm._encode(ims[:1], [mllm.chat_prompt("What is in the image?")], "left")["input_ids"][0]
+    image_at = prompt.tolist().index(mllm.tokenizer.convert_tokens_to_ids(mllm.image_token))
     calls = []
     forward = mllm.model.forward
     monkeypatch.setattr(mllm.model, "forward", lambda *a, **k: calls.append(tuple(k["input_ids"].shape))
                         or forward(*a, **k))
-    tree = mllm.loglik_many(ims, "What is in the image?", options, batch_size=3)
-    assert len(calls) == 2 and calls[1] == (3, nodes) and nodes < sum(len(i) - 1 for i in mllm.option_ids(options))
+    tree = mllm.loglik_many(ims, "What is in the image?", options, batch_size=2)
+    rest = len(prompt) - image_at
+    assert calls == [(1, image_at), (2, rest), (2, nodes), (2, rest), (2, nodes), (1, rest), (1, nodes)]
+    assert nodes < sum(len(i) - 1 for i in mllm.option_ids(options))
+    monkeypatch.setattr(mllm, "_shared_prefix", lambda enc, prefix: None)
+    calls.clear()
+    whole = mllm.loglik_many(ims, "What is in the image?", options, batch_size=2)
+    assert calls[:2] == [(2, len(prompt)), (2, nodes)]
     monkeypatch.setattr(mllm, "_tree_attention", lambda: False)
     calls.clear()
-    repeated = mllm.loglik_many(ims, "What is in the image?", options, batch_size=3)
-    assert calls[1][0] == 3 * len(options)
+    repeated = mllm.loglik_many(ims, "What is in the image?", options, batch_size=2)
+    assert calls[1][0] == 2 * len(options)
+    assert np.asarray(tree) == pytest.approx(np.asarray(whole), abs=1e-9)
     assert np.asarray(tree) == pytest.approx(np.asarray(repeated), abs=1e-9)
 
 

@@ -38,6 +38,8 @@ from retain.models.mllm import NORMALISED, best_options
 from retain.progress import bar
 
 MODES = ("rule", "judge", "likelihood")
+# Likelihood mode hands the model this many batches at a time (one progress step each).
+LIKELIHOOD_BATCHES = 8
 
 
 @dataclass
@@ -91,8 +93,9 @@ def evaluate_emt(mllm, task: Task, mode: str = "rule", limit: int | None = None,
     records, halted = [], None
     if mode == "likelihood":
         token_counts = [len(ids) for ids in mllm.option_ids(task.class_names)]
-        for s in bar(range(0, len(split), batch_size), desc=f"EMT likelihood on {task.name}"):
-            batch = list(split.images[s:s + batch_size])
+        chunk = batch_size * LIKELIHOOD_BATCHES  # the prompt's shared first tokens run once per chunk
+        for s in bar(range(0, len(split), chunk), desc=f"EMT likelihood on {task.name}"):
+            batch = list(split.images[s:s + chunk])
             scores = mllm.loglik_many(batch, prompt, task.class_names, batch_size)
             picks = best_options(scores, task.class_names, token_counts)  # {sum, token, char: (B,)}
             for k in range(len(batch)):

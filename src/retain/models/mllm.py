@@ -21,6 +21,7 @@ says how each is handled.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 from retain.errors import RetainError
 
 IGNORE = -100
+# A prompt's first tokens shared by every row are run once per call when at least this many.
+MIN_PREFIX = 4
 # Processor outputs aligned with the tokens (one value per token): re-aligned when answers are appended.
 TOKEN_ALIGNED = ("mm_token_type_ids", "token_type_ids")
 
@@ -410,34 +413,76 @@ class MLLM:
         return self._loglik_batches(images, question, options, batch_size)
 
     def _loglik_batches(self, images, question, options, batch_size) -> list[list[float]]:
-        out = []
+        out, prefix = [], None  # the prompt's shared first tokens, run once for every batch of the call
         for s in range(0, len(images), batch_size):
-            out += self._loglik(images[s:s + batch_size], question, options)
+            rows, prefix = self._loglik(images[s:s + batch_size], question, options, prefix)
+            out += rows
         return out
 
     @torch.no_grad()
-    def _loglik(self, images, question: str, options: list[str]) -> list[list[float]]:
-        """Option log-likelihoods for a batch of images (or [None]) and one question."""
+    def _loglik(self, images, question: str, options: list[str], prefix=None) -> tuple[list[list[float]], tuple]:
+        """Option log-likelihoods for a batch of images (or [None]) and one question, and the shared prefix."""
         with_image = images[0] is not None
         n_items = len(images)
         enc = self._encode(images if with_image else None,
                            [self.chat_prompt(question, with_image)] * n_items, "left")
         if not bool(enc["attention_mask"].all()):  # images of different token counts: one at a time
-            return [row for im in images for row in self._loglik([im], question, options)]
-        return self._option_scores(enc, options)
+            rows = []
+            for im in images:
+                got, prefix = self._loglik([im], question, options, prefix)
+                rows += got
+            return rows, prefix
+        prefix = self._shared_prefix(enc, prefix)
+        return self._option_scores(enc, options, prefix), prefix
+
+    def _shared_prefix(self, enc: dict, prefix: tuple | None) -> tuple | None:
+        """(k, ids, cache, name): the prompt's first k tokens, the same in every row and before any image,
+        run once as a batch of one; `prefix` itself when it still applies. None where the prompt is not
+        split: an M-RoPE model (its positions come from the whole prompt), a model whose hooks keep state
+        from call to call (`stateful_hooks`, WINGS's learners), or fewer than MIN_PREFIX shared tokens."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if self.profile.mrope or getattr(base, "stateful_hooks", False):
+            return None
+        ids = enc["input_ids"]
+        if prefix is not None and ids.shape[1] > prefix[0] and bool((ids[:, :prefix[0]] == prefix[1]).all()):
+            return prefix
+        shared = (ids == ids[:1]).all(0) & ~torch.isin(ids, self._image_token_ids()).any(0)
+        k = min(int(shared.long().cumprod(0).sum()), ids.shape[1] - 1)  # the leading run, one token left over
+        if k < MIN_PREFIX:
+            return None
+        out = self.model(input_ids=ids[:1, :k], attention_mask=enc["attention_mask"][:1, :k], use_cache=True,
+                         **({"logits_to_keep": 1} if self._keeps_logits() else {}))
+        name = "cache" if "cache" in out else "past_key_values"
+        return k, ids[:1, :k], out[name], name
+
+    def _image_token_ids(self) -> torch.Tensor:
+        """Every id that stands for an image in the prompt (the config's and the processor's image token)."""
+        config = getattr(self.model, "config", None)
+        ids = {getattr(config, key, None) for key in ("image_token_id", "image_token_index")}
+        ids.add(self.tokenizer.convert_tokens_to_ids(self.image_token))
+        return torch.tensor(sorted(i for i in ids if isinstance(i, int) and i >= 0), dtype=torch.long,
+                            device=self.device)
 
     @torch.no_grad()
-    def _option_scores(self, enc: dict, options: list[str]) -> list[list[float]]:
+    def _option_scores(self, enc: dict, options: list[str], prefix: tuple | None = None) -> list[list[float]]:
         """log p(option | prompt) for every (unpadded) encoded prompt of `enc` and every option.
 
         Two forwards whatever the number of options: the prompt (logits of its last position
-        only), then every option's tokens at once over the prompt's cache as a prefix tree
+        only; with `prefix` (`_shared_prefix`), its first tokens come from that cache, copied
+        per row), then every option's tokens at once over the prompt's cache as a prefix tree
         (`OptionTree`): each tree node is one token, placed at its depth after the prompt,
         attending to the prompt and its own ancestors only, so options that share first tokens
         share their forward and the prompt's cache is never copied."""
         ids = self.option_ids(options)
         keep = {"logits_to_keep": 1} if self._keeps_logits() else {}
-        out = self.model(**enc, use_cache=True, **keep)
+        if prefix is None:
+            out = self.model(**enc, use_cache=True, **keep)
+        else:
+            k, _, cached, name = prefix
+            cache = copy.deepcopy(cached)
+            cache.batch_repeat_interleave(enc["input_ids"].shape[0])
+            rest = {key: v[:, k:] if key == "input_ids" or key in TOKEN_ALIGNED else v for key, v in enc.items()}
+            out = self.model(**rest, use_cache=True, **{name: cache}, **keep)
         first = at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (B, V): predicts each option's first token
         scores = first[:, [i[0] for i in ids]].double().cpu()  # (B, n)
         tree = OptionTree(ids)

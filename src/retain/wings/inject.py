@@ -183,6 +183,7 @@ def inject_wings(model, rank: int = 64) -> Wings:
     layers = decoder_layers(lm)
     wings = Wings(len(layers), config.hidden_size, heads, rank).to(next(lm.parameters()).device)
     base.add_module("wings", wings)
+    base.stateful_hooks = True  # the hooks keep features from call to call: option scoring runs whole prompts
     base.set_attn_implementation("eager")
     wings.handles.append(multimodal.register_forward_pre_hook(wings.on_multimodal, with_kwargs=True))
     wings.handles.append(lm.register_forward_pre_hook(wings.on_language_model, with_kwargs=True))
