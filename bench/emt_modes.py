@@ -5,10 +5,12 @@ shapes, 3; Animal-MNIST, multi-token animal names) are scored four ways, task by
 the modes side by side in one process:
 
 - `likelihood`: the class names ranked by log-probability, the prompt run once per image
-  and every class name in one forward over its cache as a prefix tree (retain's way);
+  (its shared system turn once per call) and every class name in one forward over its
+  cache as a prefix tree (retain's way);
 - `likelihood, cache per option`: the same scores the way retain computed them before (the
-  prompt's cache repeated once per class name, the names in one padded batch, the LM head
-  over the whole prompt): its accuracy is the reference the tree must match;
+  whole prompt run for every batch, the LM head over all its positions, its cache repeated
+  once per class name, the names in one padded batch): its accuracy is the reference the
+  tree must match;
 - `rule`: greedy generation and the rule matcher;
 - `judge`: generation and one chat request per answer to an OpenAI-compatible server on
   loopback that answers at once, so the figure is retain's own cost of judging, not a
@@ -63,12 +65,14 @@ class YesServer(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def cache_per_option(mllm):
-    """retain's earlier option scoring: no prefix tree, the LM head over every prompt position."""
+    """retain's earlier option scoring: no prefix tree, the LM head over every prompt position, the whole
+    prompt run for every batch."""
     mllm._tree_attention, mllm._keeps_logits = (lambda: False), (lambda: False)
+    mllm._shared_prefix = lambda enc, prefix: None
     try:
         yield
     finally:
-        del mllm._tree_attention, mllm._keeps_logits
+        del mllm._tree_attention, mllm._keeps_logits, mllm._shared_prefix
 
 
 def run_mode(mllm, task, mode: str, judge, limit: int):
@@ -87,7 +91,7 @@ def main() -> None:
            "modes": {m: {"per_task": {}} for m in MODES}}
     with tempfile.TemporaryDirectory() as cache:
         judge = LLMJudge(ChatClient(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "loopback-yes",
-                                    api_key_env="RETAIN_BENCH_NO_KEY", cache_dir=cache))
+                                    api_key_env="RETAIN_BENCH_UNSET_API_KEY", cache_dir=cache))
         for name in TASKS:
             task = load_task(name)
             for mode in MODES:

@@ -164,10 +164,11 @@ def emt_modes_lines(r: dict) -> list[str]:
         lines.append(f"| {mode} | {m['images_per_s']:.2f} | {_share(m.get('share_of_peak'))} | " + " | ".join(cells) + " |")
     lines += ["", f"Likelihood ranking runs at {r['likelihood_over_generation_speed']:.2f}x the speed of generation "
               "(same process, task by task side by side): the prompt runs once per image with the LM head on its last "
-              "position only, then every class name in one forward over the prompt's cache as a prefix tree."]
+              "position only (its system turn, the same for every image, once per call), then every class name in one "
+              "forward over the prompt's cache as a prefix tree."]
     if "tree_vs_cache_per_option" in r:
         tv = r["tree_vs_cache_per_option"]
-        lines += [f"Against the earlier computation (the cache repeated per class name, "
+        lines += [f"Against the earlier computation (the whole prompt per batch, the cache repeated per class name, "
                   f"{r['likelihood_over_cache_per_option_speed']:.2f}x slower): "
                   + "; ".join(f"{t}: the same prediction on {v['same_prediction']} of {r['items_per_task']} images, "
                               f"accuracy difference {100 * v['accuracy_difference']:+.1f} points "
