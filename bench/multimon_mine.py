@@ -133,6 +133,7 @@ def floor() -> dict:
 
     from peak import count_flops, machine_peak
     from retain.multimon.corpus import generated_captions
+    from retain.models.dual_encoder import mean_pool
     from retain.multimon.encoders import embed_both, reference_encoder, shared_layers, target_encoder, tokenize
 
     peak = machine_peak()
@@ -156,27 +157,21 @@ def floor() -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantised = torch.ao.quantization.quantize_dynamic(copy.deepcopy(tower), {torch.nn.Linear}, dtype=torch.qint8)
-    batches = [reference.tokenizer(probe[k:k + 256], padding=True, return_tensors="pt") for k in range(0, 4096, 256)]
+    batches = [{k: v for k, v in reference.tokenizer(probe[s:s + 256], padding=True, return_tensors="pt").items()
+                if k in ("input_ids", "attention_mask")} for s in range(0, 4096, 256)]
 
     @torch.inference_mode()
     def embed(model):
-        rows = []
-        for b in batches:
-            hidden = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
-            m = b["attention_mask"][..., None].float()
-            rows.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1))
-        return torch.cat(rows)
+        return torch.cat([torch.nn.functional.normalize(mean_pool(model(**b).last_hidden_state, b["attention_mask"]),
+                                                        dim=-1) for b in batches])
 
-    seconds = {"float32": [], "int8": []}
+    seconds, embs = {"float32": [], "int8": []}, {}
     for _ in range(2):
         for name, model in (("float32", tower), ("int8", quantised)):
             t = time.perf_counter()
-            emb = embed(model)
+            embs[name] = embed(model)
             seconds[name].append(time.perf_counter() - t)
-            if name == "float32":
-                exact = emb
-            else:
-                approx = emb
+    exact, approx = embs["float32"], embs["int8"]
     error = (approx @ approx.T - exact @ exact.T).abs()
     out["int8"] = {"sentences": 4096, "float32_s": min(seconds["float32"]), "int8_s": min(seconds["int8"]),
                    "speedup": min(seconds["float32"]) / min(seconds["int8"]), "max_cosine_error": float(error.max()),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from retain.errors import RetainError
+from retain.models.mllm import unwrapped
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _masses(model, enc, image_id: int | None, split: int | None = None) -> np.nd
 
 def _eager(model):
     """Switch `model` to eager attention; returns a function that switches it back."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     was = getattr(base.config, "_attn_implementation", None)
     if was != "eager":
         base.set_attn_implementation("eager")

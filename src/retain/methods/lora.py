@@ -23,6 +23,7 @@ import torch
 from retain.config import POSITIVE, Range
 from retain.errors import RetainError
 from retain.methods.base import is_mllm, mllm_trainable
+from retain.models.mllm import unwrapped
 
 
 @dataclass
@@ -80,8 +81,7 @@ def encoder_parameters(model) -> list[torch.nn.Parameter]:
 
 def base_llava(mllm):
     """The underlying Hugging Face model, under any PEFT wrapper."""
-    m = mllm.model
-    return m.get_base_model() if hasattr(m, "get_base_model") else m
+    return unwrapped(mllm.model)
 
 
 def lora_layers(model) -> list[tuple[str, torch.nn.Module]]:

@@ -140,12 +140,23 @@ def lora_targets(language_models: tuple[str, ...]) -> str:
 LM_TARGETS = lora_targets(LANGUAGE_MODELS)
 
 
+def unwrapped(model):
+    """The Hugging Face model under any PEFT wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def cache_name(out) -> str:
+    """The name a forward's output gives its key/value cache, to pass it back under: `cache` from
+    transformers 5 (`past_key_values` is deprecated there, an error from 5.40), `past_key_values` before."""
+    return "cache" if "cache" in out else "past_key_values"
+
+
 def next_positions(model, enc: dict) -> torch.Tensor:
     """(B,) the position of the token after each unpadded prompt of `enc` in an M-RoPE model: one past
     the prompt's largest position (an image's tokens take fewer positions than they are tokens)."""
     if "image_grid_thw" not in enc:
         return enc["attention_mask"].sum(1)
-    inner = (model.get_base_model() if hasattr(model, "get_base_model") else model).model
+    inner = unwrapped(model).model
     positions, _ = inner.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
                                         image_grid_thw=enc["image_grid_thw"], attention_mask=enc["attention_mask"])
     return positions.amax(dim=(0, 2)) + 1  # positions: (3, B, T)
@@ -440,8 +451,7 @@ class MLLM:
         run once as a batch of one; `prefix` itself when it still applies. None where the prompt is not
         split: an M-RoPE model (its positions come from the whole prompt), a model whose hooks keep state
         from call to call (`stateful_hooks`, WINGS's learners), or fewer than MIN_PREFIX shared tokens."""
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        if self.profile.mrope or getattr(base, "stateful_hooks", False):
+        if self.profile.mrope or getattr(unwrapped(self.model), "stateful_hooks", False):
             return None
         ids = enc["input_ids"]
         if prefix is not None and ids.shape[1] > prefix[0] and bool((ids[:, :prefix[0]] == prefix[1]).all()):
@@ -452,7 +462,7 @@ class MLLM:
             return None
         out = self.model(input_ids=ids[:1, :k], attention_mask=enc["attention_mask"][:1, :k], use_cache=True,
                          **({"logits_to_keep": 1} if self._keeps_logits() else {}))
-        name = "cache" if "cache" in out else "past_key_values"
+        name = cache_name(out)
         return k, ids[:1, :k], out[name], name
 
     def _image_token_ids(self) -> torch.Tensor:
@@ -488,10 +498,8 @@ class MLLM:
         tree = OptionTree(ids)
         if not tree.tokens:  # every option is one token long
             return scores.tolist()
-        # the cache is passed back under the name it came out by: `cache` from transformers 5
-        # (`past_key_values` is deprecated there, an error from 5.40), `past_key_values` before
-        name = "cache" if "cache" in out else "past_key_values"
-        n_items, prompt_len = enc["input_ids"].shape
+        name = cache_name(out)
+        n_items = enc["input_ids"].shape[0]
         dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
         if self._tree_attention():
             start = next_positions(self.model, enc)  # (B,) the position after each prompt
@@ -512,8 +520,7 @@ class MLLM:
         """whether the model's forward takes `logits_to_keep` (the prompt's LM head on its last position only)"""
         import inspect
 
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
+        return "logits_to_keep" in inspect.signature(unwrapped(self.model).forward).parameters
 
     def _tree_attention(self) -> bool:
         """whether the attention takes a custom 4D mask (eager and SDPA do; flash attention ignores it)"""

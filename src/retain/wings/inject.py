@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from retain.errors import RetainError
+from retain.models.mllm import unwrapped
 from retain.wings.lorra import LearnerRouter, LoRRA
 
 SUMMARY_FEATURES = 3
@@ -175,7 +176,7 @@ def inject_wings(model, rank: int = 64) -> Wings:
     The learners are registered as `model.wings`, so they save and load with the model's
     parameters; `model` is switched to eager attention.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     multimodal = base.model
     lm = multimodal.language_model
     config = lm.config
@@ -201,7 +202,7 @@ def save_wings_model(model, processor, folder) -> None:
 
     from safetensors.torch import save_file
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     wings = getattr(base, "wings", None)
     if wings is None:
         raise RetainError("This model has no WINGS learners to save.")
