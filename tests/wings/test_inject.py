@@ -109,17 +109,31 @@ def test_gradients_reach_only_what_the_stage_trains(mllm, stage):
     assert stage_parameters(mllm, 1) and len(stage_parameters(mllm, 2)) > len(stage_parameters(mllm, 1))
 
 
-def test_option_scoring_through_an_expanded_cache_matches_full_forwards(mllm):
+@pytest.fixture
+def float64_softmax(monkeypatch):
+    """Softmax in float64 for float64 inputs. transformers' eager attention (which WINGS needs,
+    for its attention weights) computes its softmax in float32 whatever the model's dtype: with
+    the randomised learners that float32 island put the two computations 3.4e-9 apart on one x86
+    CPU and under 1e-9 on another; in float64 throughout they agree to 1e-14."""
+    softmax = torch.nn.functional.softmax
+
+    def float64_aware(x, dim=None, _stacklevel=3, dtype=None):
+        return softmax(x, dim=dim, dtype=None if x.dtype == torch.float64 else dtype)
+
+    monkeypatch.setattr(torch.nn.functional, "softmax", float64_aware)
+
+
+def test_option_scoring_through_an_expanded_cache_matches_full_forwards(mllm, float64_softmax):
     """Option scoring runs every option at once over the prompt's cache as a prefix tree (the
     learners must see the tree's mask, not a causal one: they saw siblings and differed by 4e-4),
-    or with the cache repeated once per option (the learners' features follow). In float64,
-    where the computations must agree to rounding (~1e-12 here): a cache the hooks did not see
-    (transformers renamed `past_key_values` to `cache`) differed by 4e-3."""
+    or with the cache repeated once per option (the learners' features follow). In float64
+    throughout, where the computations must agree to rounding (~1e-14 here): a cache the hooks
+    did not see (transformers renamed `past_key_values` to `cache`) differed by 4e-3."""
     wings = inject_wings(mllm.model, rank=4)
     randomise(wings, "visual")
     randomise(wings, "textual")
     mllm.model.to(torch.float64)
-    ims = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(2)]
+    ims = [np.full((8, 8, 3), 40 * k, np.uint8) for k in range(3)]  # two batches: state must not carry over
     options = ["golden retriever", "golden eagle", "a red circle", "7"]
     scores = mllm.loglik_many(ims, "What is it?", options, batch_size=2)
     for img, row in zip(ims, scores):

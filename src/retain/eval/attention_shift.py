@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from retain.errors import RetainError
-from retain.models.mllm import unwrapped
+from retain.hf import unwrapped
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 from retain.config import POSITIVE, Range
 from retain.errors import RetainError
 from retain.methods.base import is_mllm, mllm_trainable
-from retain.models.mllm import unwrapped
+from retain.hf import unwrapped
 
 
 @dataclass

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from retain.errors import RetainError
+from retain.hf import unwrapped
 
 IGNORE = -100
 # A prompt's first tokens shared by every row are run once per call when at least this many.
@@ -138,11 +139,6 @@ def lora_targets(language_models: tuple[str, ...]) -> str:
 
 # LoRA targets of every family: the LLM's attention and MLP projections.
 LM_TARGETS = lora_targets(LANGUAGE_MODELS)
-
-
-def unwrapped(model):
-    """The Hugging Face model under any PEFT wrapper."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def cache_name(out) -> str:

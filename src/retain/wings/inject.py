@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from retain.errors import RetainError
-from retain.models.mllm import unwrapped
+from retain.hf import unwrapped
 from retain.wings.lorra import LearnerRouter, LoRRA
 
 SUMMARY_FEATURES = 3
