@@ -39,12 +39,13 @@ WITHIN = 0.02
 
 def route(lr: float, model: str | None = None, test_items: int = TEST_ITEMS) -> dict:
     import torch
+    import transformers
 
     from retain.config import load_config
     from retain.data.instruct import load_instruction_task
     from retain.eval.emt import EMT_TEMPLATE
     from retain.methods import create_method
-    from retain.registry import load_mllm
+    from retain.registry import build_info, load_mllm
     from retain.stats import percentile_interval, resample_means
 
     cfg = load_config(CONFIG)
@@ -73,7 +74,9 @@ def route(lr: float, model: str | None = None, test_items: int = TEST_ITEMS) -> 
     lo, hi = percentile_interval(resample_means({"routing": np.asarray(hits, dtype=float)})["routing"][:, 0])
     return {"router_lr": lr, "accuracy": float(np.mean(hits)), "interval": [float(lo), float(hi)],
             "per_task": per_task, "items": len(hits), "train_s": round(train_s, 1),
-            "options": {k: v for k, v in vars(method.opts).items()}}
+            "options": {k: v for k, v in vars(method.opts).items()}, "seed": cfg.seed,
+            "model": model or cfg.model, "zoo_build": build_info(model or cfg.model),
+            "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def choose(res: dict) -> None:
