@@ -100,6 +100,7 @@ def finished_runs(cfg) -> list[Path]:
 
 
 def write(res: dict, cfg) -> None:
+    from retain.errors import RetainError
     from retain.io import read_json
     from retain.report import comparison_rows, format_table
     from retain.report.compare import paired_rows
@@ -113,10 +114,15 @@ def write(res: dict, cfg) -> None:
                 "sequence": cfg.sequence, "train": vars(cfg.train), "eval_limit": cfg.eval.limit,
                 "max_new_tokens": cfg.eval.max_new_tokens, "seeds": cfg.seeds,
                 "table": format_table(header, rows)})
+    res.pop("paired", None)
+    res.pop("unpaired", None)
     if any(r["method"] == BASELINE for r in results) and len({r["method"] for r in results}) > 1:
-        ph, prow, how = paired_rows(runs, results, BASELINE)
-        res["paired"] = {"table": format_table(ph, prow), "how": how,
-                         "rows": {row[0]: {h: _cell(c) for h, c in zip(ph[1:], row[1:])} for row in prow}}
+        try:
+            ph, prow, how = paired_rows(runs, results, BASELINE)
+            res["paired"] = {"table": format_table(ph, prow), "how": how,
+                             "rows": {row[0]: {h: _cell(c) for h, c in zip(ph[1:], row[1:])} for row in prow}}
+        except RetainError as e:  # e.g. runs on different builds of mini-LLaVA: said, not paired
+            res["unpaired"] = str(e).replace(f"{ROOT}/", "")
     res["matrices"] = {f"{r['method']}/seed-{r['seed']}": r["accuracy_matrix"] for r in results}
     res["matrix_intervals"] = {f"{r['method']}/seed-{r['seed']}": r["intervals"]["accuracy_matrix"] for r in results}
     res["learnability"] = learnability(results, cfg.sequence)

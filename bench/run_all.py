@@ -481,6 +481,8 @@ def mcit_page() -> str | None:
     if r.get("paired"):
         lines += ["## Paired differences against LoRA-FT", "", f"Each method minus lora_ft, {r['paired']['how']}; "
                   "\"≈\" marks an interval that holds zero (within noise).", "", r["paired"]["table"], ""]
+    elif r.get("unpaired"):
+        lines += ["## Paired differences against LoRA-FT", "", f"Not computed: {r['unpaired']}", ""]
     lines += learnability_lines(r["learnability"], seq)
     lines += ranking_lines(r["ranking"])
     lines += calibration_lines()
@@ -577,6 +579,8 @@ def mcit_findings(r: dict) -> list[str]:
                               f"[{100 * lo:.1f}, {100 * hi:.1f}].")
             elif c:
                 level += 1
+    if r.get("unpaired"):
+        return lines + [f"- No paired claims: {r['unpaired']}", ""]
     lines += claims or ["- No method differs from LoRA-FT beyond noise on any paired score yet."]
     if claims and level:
         lines += [f"- The other {level} paired differences are within noise."]

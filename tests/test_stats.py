@@ -173,6 +173,58 @@ def test_paired_over_seeds_is_the_t_interval_of_per_seed_differences(tmp_path):
     assert header[1] == "seeds" and rows[0][1] == 3 and rows[0][-1] == "t-interval over seeds (3)"
 
 
+def test_runs_from_different_builds_or_models_are_not_paired(tmp_path):
+    """A rebuild of a zoo model on another CPU can differ (mini-LLaVA did: a87ab56c against
+    9ebc3fba); a difference between runs that started from different weights holds the
+    weights' difference too, so it is refused, by name, over seeds and over items alike."""
+    from retain.errors import RetainError
+    from retain.io import write_json
+    from retain.report import write_comparison
+    from retain.report.compare import paired_rows
+
+    def build(sha):
+        return {"name": "mini-llava", "recipe_hash": "82e482ba2cc7", "sha256": {"model.safetensors": sha}}
+
+    made = []
+
+    def runs_of(builds: dict, models: dict | None = None, seeds=(0, 1)):
+        made.append(1)
+        runs, results = [], []
+        for method, sha in builds.items():
+            for seed in seeds:
+                run = tmp_path / f"set-{len(made)}" / method / f"seed-{seed}"
+                res = {"method": method, "seed": seed, "model": (models or {}).get(method, "mini-llava"),
+                       "accuracy_matrix": [[0.1], [0.5 + seed / 10]],
+                       "model_build": build(sha), "sequence": ["a"], "probes": [],
+                       "metrics": {"MFT": 0.5 + seed / 10, "MFN": 0.5, "MAA": 0.5, "BWT": 0.0, "forgetting": 0.0},
+                       "concept_forgetting": {}}
+                write_json(run / "results.json", res)
+                runs.append(run)
+                results.append(res)
+        return runs, results
+
+    runs, results = runs_of({"lora_ft": "9ebc3fba" * 8, "olora": "9ebc3fba" * 8})
+    header, rows, how = paired_rows(runs, results, "lora_ft")
+    assert "2 shared seeds" in how and rows[0][header.index("MFT minus lora_ft")].value == pytest.approx(0)
+    runs, results = runs_of({"lora_ft": "9ebc3fba" * 8, "olora": "a87ab56c" * 8})
+    with pytest.raises(RetainError, match="different builds of mini-llava .*a87ab56ca87a.* and .*9ebc3fba9ebc"):
+        paired_rows(runs, results, "lora_ft")
+    one = [0]  # one seed each: paired over the test items, refused before any record is read
+    runs, results = runs_of({"lora_ft": "9ebc3fba" * 8, "olora": "a87ab56c" * 8}, seeds=one)
+    with pytest.raises(RetainError, match="different builds"):
+        paired_rows(runs, results, "lora_ft")
+    runs, results = runs_of({"finetune": "9ebc3fba" * 8, "ldifs": "a87ab56c" * 8}, seeds=one)
+    md = write_comparison(runs, tmp_path / "cmp")  # the table still, and why there is no paired one
+    assert "| ldifs |" in md and "No paired differences" in md and "different builds" in md
+    assert "a87ab56ca87a" in (tmp_path / "cmp" / "comparison.html").read_text()  # the runs' builds are named
+    with pytest.raises(RetainError, match="different builds"):  # asked for by name: refused
+        write_comparison(runs, tmp_path / "cmp", baseline="finetune")
+    runs, results = runs_of({"lora_ft": "9ebc3fba" * 8, "olora": "9ebc3fba" * 8},
+                            models={"olora": "hf:llava-hf/llava-1.5-7b-hf"}, seeds=one)
+    with pytest.raises(RetainError, match="trained hf:llava-hf.* and .* trained mini-llava: paired differences need one starting model"):
+        paired_rows(runs, results, "lora_ft")
+
+
 def test_runs_without_records_are_compared_without_paired_differences(tmp_path):
     from retain.errors import RetainError
     from retain.io import write_json

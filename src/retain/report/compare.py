@@ -7,6 +7,9 @@ into one row: the mean and its t-interval over seeds. Paired differences against
 baseline use the same pairing: the same seeds (t-interval of per-seed differences) when
 both sides have seed repeats, otherwise the same test items (one bootstrap draw shared
 by both runs). A difference whose interval holds zero is marked "≈" (within noise).
+Pairing needs one starting model: runs that trained different models, or different builds
+of one zoo model (its weights' hash in results.json's `model_build`: a rebuild on another
+CPU can differ), are not paired.
 """
 
 from __future__ import annotations
@@ -115,6 +118,29 @@ def default_baseline(results: list[dict]) -> str | None:
     return "finetune" if "finetune" in names else None
 
 
+def weights_of(res: dict) -> str | None:
+    """The zoo build's weights hash a run started from (None outside the zoo, or for a run from
+    before builds were recorded)."""
+    sha = (res.get("model_build") or {}).get("sha256")
+    return " ".join(f"{name} {h[:12]}" for name, h in sorted(sha.items())) if sha else None
+
+
+def check_same_start(run: Path, res: dict, brun: Path, bres: dict) -> None:
+    """Refuse to pair two runs that did not start from the same model: the difference would
+    hold the models' difference as well as the methods'."""
+    from retain.errors import RetainError
+
+    a, b = res.get("model"), bres.get("model")
+    if a != b:
+        raise RetainError(f"{run} trained {a} and {brun} trained {b}: paired differences need one starting "
+                          "model. Compare them without a baseline.")
+    wa, wb = weights_of(res), weights_of(bres)
+    if wa and wb and wa != wb:
+        raise RetainError(f"{run} and {brun} trained different builds of {a} (weights {wa} and {wb}; a rebuild on "
+                          "another CPU can differ): paired differences need one starting model. Rerun one of them "
+                          "on the other's build (`retain zoo list` names the cached one), or compare without a baseline.")
+
+
 def paired_rows(runs: list[Path], results: list[dict], baseline: str) -> tuple[list[str], list[list], str]:
     """Differences (row minus `baseline`) with their paired 95% intervals, and how they were paired."""
     from retain.errors import RetainError, suggest
@@ -133,8 +159,11 @@ def paired_rows(runs: list[Path], results: list[dict], baseline: str) -> tuple[l
         if name == baseline:
             continue
         if len(members) > 1 and len(base) > 1:
-            by_seed = {res["seed"]: res for _, res in base}
-            pairs = [(run_values(res), run_values(by_seed[res["seed"]])) for _, res in members if res["seed"] in by_seed]
+            by_seed = {res["seed"]: (brun, res) for brun, res in base}
+            shared = [(run, res, *by_seed[res["seed"]]) for run, res in members if res["seed"] in by_seed]
+            for pair in shared:
+                check_same_start(*pair)
+            pairs = [(run_values(res), run_values(bres)) for _, res, _, bres in shared]
             if len(pairs) < 2:
                 raise RetainError(f"{name} and {baseline} share fewer than 2 seeds: nothing to pair over seeds.")
             cells = []
@@ -145,6 +174,7 @@ def paired_rows(runs: list[Path], results: list[dict], baseline: str) -> tuple[l
             how.add(f"paired over {len(pairs)} shared seeds ({stats.KIND_SEEDS})")
         else:
             (run, res), (brun, bres) = members[0], base[0]
+            check_same_start(run, res, brun, bres)
             base_items = base_items or RunItems(brun, bres)  # the baseline's records, read once for every row
             d = paired_items(run, res, brun, bres, seed=0, items_b=base_items)
             cells = [P.Estimate(d[k][0], *(d[k][1] or (None, None)), stats.within_noise(d[k][1])) if k in d else None

@@ -18,8 +18,8 @@ import numpy as np
 from retain.errors import RetainError
 from retain.io import read_json, write_text
 from retain.report import page as P
-from retain.report.compare import (calibration_rows, comparison_rows, default_baseline, groups, paired_rows,
-                                   label_of, run_values, tradeoff_figure)
+from retain.report.compare import (calibration_rows, comparison_rows, default_baseline, groups, label_of,
+                                   paired_rows, run_values, tradeoff_figure, weights_of)
 
 def find_runs(paths: list[str]) -> list[Path]:
     """Run directories (those holding results.json) named directly, one level below, or
@@ -101,9 +101,9 @@ def write_comparison(runs: list[Path], out_dir: Path, baseline: str | None = Non
         h, r = points_rows(emt)
         sections.append(("evaluation-points", "Scores at every evaluation point", P.table(h, r)))
         write_text(out_dir / "score_curves.md", format_table(h, r) + "\n")
-    runs_rows = [[_label(r, res), res["model"], res["seed"], str(r),
+    runs_rows = [[_label(r, res), res["model"], weights_of(res) or "", res["seed"], str(r),
                   json.dumps((_config(r) or {}).get("method_options", {}))] for r, res in zip(runs, results)]
-    body = P.table(["run", "model", "seed", "folder", "method options"], runs_rows)
+    body = P.table(["run", "model", "build (weights)", "seed", "folder", "method options"], runs_rows)
     body += "<p class='note'>Each run's report.html holds its own resolved config; the first run's:</p>"
     sections.append(("config", "Runs, config and versions", body + P.config_section(runs[0])[2]))
     write_text(out_dir / "comparison.html", P.page("retain comparison", sections,
