@@ -18,6 +18,10 @@ run, so a benchmark stopped part-way keeps everything it finished.
     .venv/bin/python bench/mcit_offline.py --table            # only rebuild the tables from finished runs
     .venv/bin/python bench/mcit_offline.py --budget 7200      # stop starting new runs after 2 hours
 
+Before any run starts, the zoo build cached here must be the one the kept runs started from
+(a rebuild on another CPU can differ, and runs from different builds are not paired); where
+it is not, the benchmark stops and says so (`--any-build` runs anyway).
+
 Order: seed by seed, so that every method has a first seed before any has a third.
 """
 
@@ -51,12 +55,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*")
     ap.add_argument("--table", action="store_true", help="only rebuild the tables from finished runs")
     ap.add_argument("--budget", type=float, default=0, help="seconds after which no new run starts (0: none)")
+    ap.add_argument("--any-build", action="store_true",
+                    help="run even where the model's build differs from the kept runs' (they will not be paired)")
     args = ap.parse_args()
     cfg = load_config(CONFIG)
     methods = args.methods or cfg.methods
     seeds = cfg.seeds if args.seeds is None else args.seeds
     res = json.loads(OUT.read_text()) if OUT.exists() else {}
     res.setdefault("runs", {})
+    if not args.table and not args.any_build:
+        refused = build_mismatch(cfg.model)
+        if refused:
+            raise SystemExit(refused)
     start = time.time()
     for seed, m in ([] if args.table else itertools.product(seeds, methods)):
         key, run = f"{m}/seed-{seed}", ROOT / "runs" / cfg.name / m / f"seed-{seed}"
@@ -79,6 +89,32 @@ def main() -> None:
         write(res, cfg)
     write(res, cfg)
     print(res.get("table", ""))
+
+
+def build_mismatch(model: str) -> str | None:
+    """Why new runs here could not be paired with the kept ones (None when they could): the kept
+    runs started from another build of the zoo model than the one cached here (a rebuild on
+    another CPU can differ). Checked before any run starts; builds the model when it is not
+    cached, as the first run would."""
+    from retain.io import read_json
+    from retain.registry import build_info, list_models, zoo_folder
+    from retain.report.compare import weights_of
+
+    kept = {}
+    for run in finished_runs(None):
+        kept.setdefault(weights_of(read_json(run / "results.json")), []).append(run.relative_to(KEPT).as_posix())
+    kept.pop(None, None)
+    if not kept or model not in list_models():  # nothing kept, or a hub model: no zoo build to compare
+        return None
+    zoo_folder(model)  # built now when not cached, as the first run would
+    here = weights_of({"model_build": build_info(model)})
+    if here in kept:
+        return None
+    runs = "; ".join(f"{', '.join(names)} on weights {w}" for w, names in kept.items())
+    where = str(KEPT).replace(f"{ROOT}/", "")
+    return (f"The kept runs under {where} started from another build of {model} ({runs}) than the one "
+            f"cached here (weights {here}): new runs could not be paired with them. Run where their build is cached, "
+            f"move them aside to start the benchmark again on this build, or pass --any-build to run anyway.")
 
 
 def keep(run: Path, to: Path) -> None:

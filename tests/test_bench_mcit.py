@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 KEPT_RUN = ROOT / "bench" / "results" / "mcit_offline_runs" / "lora_ft" / "seed-0"
 
@@ -57,3 +59,25 @@ def test_runs_on_another_build_are_tabled_but_not_paired(tmp_path, monkeypatch):
             assert "different builds of mini-llava" in written["unpaired"] and "a87ab56ca87a" in written["unpaired"]
             assert str(ROOT) not in written["unpaired"]  # the docs name the kept runs by their place in the repo
             assert "No paired claims: " in findings and "No method differs" not in findings
+
+
+def test_no_run_starts_on_another_build_than_the_kept_runs(tmp_path, monkeypatch):
+    """Checked before the first run: the kept run's build (9ebc3fba...) against the one cached here."""
+    import retain.registry as registry
+
+    mcit = bench_module("mcit_offline")
+    kept_pair(tmp_path, None)
+    monkeypatch.setattr(mcit, "KEPT", tmp_path)
+    monkeypatch.setattr(registry, "zoo_folder", lambda name: tmp_path)  # nothing is built by the test
+    kept = json.loads((KEPT_RUN / "results.json").read_text())["model_build"]
+    monkeypatch.setattr(registry, "build_info", lambda name: kept)
+    assert mcit.build_mismatch("mini-llava") is None
+    monkeypatch.setattr(registry, "build_info", lambda name: {**kept, "sha256": {"model.safetensors": "a87ab56c" * 8}})
+    said = mcit.build_mismatch("mini-llava")
+    assert "lora_ft/seed-0, olora/seed-0 on weights model.safetensors 9ebc3fba3f32" in said
+    assert "cached here (weights model.safetensors a87ab56ca87a)" in said and "--any-build" in said
+    assert mcit.build_mismatch("hf:llava-hf/llava-1.5-7b-hf") is None  # a hub model has no zoo build
+    monkeypatch.setattr(sys, "argv", ["mcit_offline.py", "lora_ft"])
+    monkeypatch.setattr(mcit, "timed_retain", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit, match="another build of mini-llava"):
+        mcit.main()
