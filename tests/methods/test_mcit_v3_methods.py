@@ -158,7 +158,7 @@ def test_merging_answers_with_the_merge_of_the_task_adapters(mllm, name):
 # ---- MR-LoRA ----------------------------------------------------------------------------
 
 
-def test_mrlora_keeps_each_expert_and_routes_items_to_their_own(mllm, tiny_llava_dir):
+def test_mrlora_keeps_each_expert_and_routes_items_to_their_own(mllm, tiny_llava_dir, monkeypatch):
     """Each task trains its own adapter and projector copy, which later tasks leave alone;
     the router, trained on a few items of each task, sends each held-out item to its task's
     expert, and inside the inference context the item is answered by that expert alone."""
@@ -167,6 +167,24 @@ def test_mrlora_keeps_each_expert_and_routes_items_to_their_own(mllm, tiny_llava
     opts = {"r": 8, "alpha": 16, "router_samples": 4, "router_epochs": 10, "router_lr": 3e-3}
     method = create_method("mrlora", opts, family="mllm")
     method.setup(mllm)
+    import retain.methods.mrlora as mrlora
+
+    bars, real_bar = [], mrlora.bar  # the router's training shows a bar whose total is the steps it takes
+
+    def recorded(**kw):
+        seen = {**kw, "steps": 0}
+        bars.append(seen)
+        progress = real_bar(**kw)
+        step = progress.update
+
+        def update(n=1):
+            seen["steps"] += n
+            step(n)
+
+        progress.update = update
+        return progress
+
+    monkeypatch.setattr(mrlora, "bar", recorded)
     projector = mllm.projector_parameters()
     initial = [p.detach().clone() for p in projector]
     splits = separable_tasks()
@@ -188,6 +206,9 @@ def test_mrlora_keeps_each_expert_and_routes_items_to_their_own(mllm, tiny_llava
             kept.append([answer(mllm, j) for j in range(2)])
     with method.routed(0):  # task 1 changed neither task 0's adapter nor its projector
         assert [answer(mllm, j) for j in range(2)] == kept[0]
+    # after each task: 4 items of each task so far, 10 epochs, batches of image items and of text items
+    assert [b["desc"] for b in bars] == [f"MR-LoRA router ({4 * k} items, 10 epochs)" for k in (1, 2)]
+    assert all(b["steps"] == b["total"] > 0 for b in bars), bars
     assert not np.allclose(kept[0], kept[1], atol=1e-2)
     images, questions = [im for im, _ in HELD_OUT], [q for _, q in HELD_OUT]
     assert method.router.assign(mllm, images, questions) == [0, 1]

@@ -46,6 +46,7 @@ from retain.errors import RetainError
 from retain.methods.base import TaskContext, register
 from retain.methods.lora import inject_lora, lora_layers
 from retain.methods.per_task_lora import PerTaskLoRA, PerTaskLoRAOptions
+from retain.progress import bar
 from retain.schedule import warmup_cosine
 
 ROUTER = "router"
@@ -148,6 +149,7 @@ class MRLoRA(PerTaskLoRA):
                                            + math.ceil((len(items) - with_image) / batch_size))
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, math.ceil(0.03 * total), total))
+        progress = bar(total=total, desc=f"MR-LoRA router ({len(items)} items, {self.opts.router_epochs} epochs)")
         try:
             with self.use_router():
                 for p in self.mllm.parameters():
@@ -168,7 +170,9 @@ class MRLoRA(PerTaskLoRA):
                             optimizer.step()
                             schedule.step()
                             optimizer.zero_grad(set_to_none=True)
+                            progress.update(1)
         finally:
+            progress.close()
             self.mllm.model.train(training)
             for p, flag in flags:
                 p.requires_grad_(flag)
