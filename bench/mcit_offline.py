@@ -101,7 +101,7 @@ def build_mismatch(model: str) -> str | None:
     from retain.report.compare import weights_of
 
     kept = {}
-    for run in finished_runs(None):
+    for run in finished_runs():
         kept.setdefault(weights_of(read_json(run / "results.json")), []).append(run.relative_to(KEPT).as_posix())
     kept.pop(None, None)
     if not kept or model not in list_models():  # nothing kept, or a hub model: no zoo build to compare
@@ -131,7 +131,7 @@ def keep(run: Path, to: Path) -> None:
     tmp.rename(to)
 
 
-def finished_runs(cfg) -> list[Path]:
+def finished_runs() -> list[Path]:
     return sorted(p.parent for p in KEPT.glob("*/seed-*/results.json"))
 
 
@@ -141,7 +141,7 @@ def write(res: dict, cfg) -> None:
     from retain.report import comparison_rows, format_table
     from retain.report.compare import paired_rows
 
-    runs = finished_runs(cfg)
+    runs = finished_runs()
     if not runs:
         return
     results = [read_json(r / "results.json") for r in runs]

@@ -22,8 +22,8 @@ import torch
 
 from retain.config import POSITIVE, Range
 from retain.errors import RetainError
-from retain.methods.base import is_mllm, mllm_trainable
 from retain.hf import unwrapped
+from retain.methods.base import is_mllm, mllm_trainable
 
 
 @dataclass
